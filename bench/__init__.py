@@ -1,0 +1,1 @@
+"""Benchmarks: learning quality (`python -m bench.quality`) and throughput (`python -m bench.throughput`)."""
