@@ -78,16 +78,21 @@ def time_decay(dt_seconds: float, half_life_seconds: float) -> float:
 
 
 def ema_step(
-    m: Sequence[float], norm: float, label: int, decay: float
+    m: Sequence[float], norm: float, label: int, decay: float, gain: float | None = None
 ) -> tuple[list[float], float]:
-    """One labeled event: ``m_c <- d*m_c + (1-d)*[label == c]``, ``norm <- d*norm + (1-d)``.
+    """One labeled event: ``m_c <- d*m_c + g*[label == c]``, ``norm <- d*norm + g``.
 
-    Returns new values; the inputs are not modified.
+    The gain ``g`` is ``1 - d`` by default (the classic EMA). Time mode passes ``g = 1``: each
+    event counts as one and the counts fade with elapsed time, so simultaneous events keep
+    their full weight. Either way ``m_c / norm`` is the bias-corrected estimate. Returns new
+    values; the inputs are not modified.
 
     >>> ema_step([0.0, 0.0], 0.0, 1, 0.5)
     ([0.0, 0.5], 0.5)
     >>> ema_step([0.0, 0.5], 0.5, 0, 0.5)
     ([0.5, 0.25], 0.75)
+    >>> ema_step([0.0, 1.0], 1.0, 0, 1.0, gain=1.0)
+    ([1.0, 1.0], 2.0)
     """
     k = len(m)
     label = _as_label(label)
@@ -95,7 +100,7 @@ def ema_step(
         raise ValueError(f"label must be an int in [0, {k}), got {label!r}")
     if not (0.0 <= decay <= 1.0):
         raise ValueError(f"decay must be in [0, 1], got {decay!r}")
-    rest = 1.0 - decay
+    rest = 1.0 - decay if gain is None else gain
     out = []
     for c in range(k):
         indicator = 1.0 if c == label else 0.0
@@ -154,10 +159,10 @@ class ClassFrequencyEstimator:
     renormalization) and ``time_half_life`` (seconds; when set, each timed event decays the
     state by the time gap since the previous timed event instead of by ``half_life``).
 
-    Time mode weighs an event by ``1 - time_decay(gap before it)``: it estimates the share of
-    *time* each class held, so an event with the same timestamp as the previous one (a
-    burst, or a batch stamped at arrival) carries no weight. Use it only with genuine,
-    distinct event times.
+    Time mode counts every event as one (gain 1) and lets the counts fade by the time that
+    passes: ``m_c <- d(gap)*m_c + [y=c]``, ``norm <- d(gap)*norm + 1``. Events sharing a
+    timestamp (a burst, a batch stamped at arrival) each keep their full weight; a batch
+    without timestamps fades by the event half-life per event.
 
     >>> est = ClassFrequencyEstimator(2, half_life=10.0, floor=1e-3)
     >>> est.update([0, 0, 0, 1])[1] > 0.25
@@ -203,7 +208,8 @@ class ClassFrequencyEstimator:
         ``timestamps`` (seconds, one per label) are used only when ``time_half_life`` is set:
         the first timed event decays by the event half-life, each later one by
         ``time_decay(ts - last_time, time_half_life)``; ``last_time`` never moves backwards.
-        Without timestamps every event decays by the event half-life.
+        Without timestamps every event decays by the event half-life (with the gain of the
+        mode in force).
         """
         labels = [_as_label(label) for label in labels]
         for label in labels:
@@ -218,8 +224,11 @@ class ClassFrequencyEstimator:
             for t in timestamps:
                 if not math.isfinite(t):
                     raise ValueError(f"timestamps must be finite, got {t!r}")
-        if self.time_half_life is None or timestamps is None:
+        if self.time_half_life is None:
             self._m, self._norm = ema_update(self._m, self._norm, labels, self._decay)
+        elif timestamps is None:
+            for label in labels:
+                self._m, self._norm = ema_step(self._m, self._norm, label, self._decay, 1.0)
         else:
             for label, t in zip(labels, timestamps, strict=True):
                 if self._last_time is None:
@@ -229,7 +238,7 @@ class ClassFrequencyEstimator:
                     decay = time_decay(t - self._last_time, self.time_half_life)
                     if t > self._last_time:
                         self._last_time = t
-                self._m, self._norm = ema_step(self._m, self._norm, label, decay)
+                self._m, self._norm = ema_step(self._m, self._norm, label, decay, 1.0)
         self._count += len(labels)
         return self.frequencies
 

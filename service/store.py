@@ -277,14 +277,16 @@ class Store:
             if not (type(label) is int and 0 <= label < k):
                 raise ValueError(f"label {label!r} out of range [0, {k})")
         args: list[Any] = [k, repr(float(decay)), repr(float(floor))]
-        if time_half_life is None or timestamps is None:
-            args += ["", len(labels), *labels]
+        if time_half_life is None:
+            args += ["", "0", len(labels), *labels]
+        elif timestamps is None:
+            args += [repr(float(time_half_life)), "0", len(labels), *labels]
         else:
             if len(timestamps) != len(labels):
                 raise ValueError(
                     f"timestamps has {len(timestamps)} entries for {len(labels)} labels"
                 )
-            args += [repr(float(time_half_life)), len(labels), *labels]
+            args += [repr(float(time_half_life)), "1", len(labels), *labels]
             for t in timestamps:
                 t = float(t)
                 if not math.isfinite(t):

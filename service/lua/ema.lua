@@ -5,16 +5,18 @@
 -- Python repr() strings and leave as '%.17g' strings: both round-trip a double exactly,
 -- while a Lua number returned to Redis would be truncated to an integer.
 -- KEYS[1]  the EMA hash (m0..m{K-1}, norm, count, last_time)
--- ARGV     K, decay, floor, time_half_life ('' = event decay only), n, labels[n],
---          timestamps[n] (present only when time_half_life is set)
+-- ARGV     K, decay, floor, time_half_life ('' = event mode), has_timestamps ('1'/'0'), n,
+--          labels[n], timestamps[n] (present only when has_timestamps is '1')
+-- Event mode adds (1 - decay) per event; time mode adds 1 per event (counts fading with time).
 -- Returns  p[K], m[K], norm, count, last_time ('' = none), all strings.
 local key = KEYS[1]
 local k = tonumber(ARGV[1])
 local event_decay = tonumber(ARGV[2])
 local floor = tonumber(ARGV[3])
-local timed = ARGV[4] ~= ''
+local time_mode = ARGV[4] ~= ''
 local time_half_life = tonumber(ARGV[4])
-local n = tonumber(ARGV[5])
+local timed = time_mode and ARGV[5] == '1'
+local n = tonumber(ARGV[6])
 
 local fields = {}
 for c = 1, k do fields[c] = 'm' .. (c - 1) end
@@ -30,10 +32,10 @@ local last_time = nil
 if stored[k + 3] and stored[k + 3] ~= '' then last_time = tonumber(stored[k + 3]) end
 
 for i = 1, n do
-  local label = tonumber(ARGV[5 + i]) + 1
+  local label = tonumber(ARGV[6 + i]) + 1
   local decay = event_decay
   if timed then
-    local t = tonumber(ARGV[5 + n + i])
+    local t = tonumber(ARGV[6 + n + i])
     if last_time == nil then
       last_time = t
     else
@@ -45,6 +47,7 @@ for i = 1, n do
     end
   end
   local rest = 1.0 - decay
+  if time_mode then rest = 1.0 end
   for c = 1, k do
     local indicator = 0.0
     if c == label then indicator = 1.0 end

@@ -96,6 +96,26 @@ async def test_timestamps_without_time_half_life_use_event_decay(
     assert state == {"m": m, "norm": norm, "count": 400, "last_time": None}
 
 
+async def test_time_mode_without_timestamps_counts_each_event_once(
+    redis_client: aioredis.Redis,
+) -> None:
+    rng = random.Random(13)
+    labels = _random_labels(rng, 3, 300)
+    times = _random_times(rng, 300)
+    decay = decay_for_half_life(25.0)
+    reference = ClassFrequencyEstimator(3, 25.0, 1e-4, 15.0)
+    store = Store(redis_client, "mixed", 3)
+    # timed, untimed, timed again: the gain stays 1 in time mode throughout
+    for start, stop, timed in ((0, 100, True), (100, 200, False), (200, 300, True)):
+        batch_times = times[start:stop] if timed else None
+        expected = reference.update(labels[start:stop], batch_times)
+        got, state = await store.update_frequencies(
+            labels[start:stop], batch_times, decay, 15.0, 1e-4
+        )
+        assert got == expected
+        assert state == reference.state_dict()
+
+
 async def test_restored_state_continues_identically(redis_client: aioredis.Redis) -> None:
     rng = random.Random(12)
     labels = _random_labels(rng, 2, 600)

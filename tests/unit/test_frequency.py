@@ -84,10 +84,11 @@ def test_time_decay_irregular_gaps_closed_form() -> None:
     labels = [0, 1, 0, 1, 1, 0, 1]
     est = ClassFrequencyEstimator(2, half_life=100.0, floor=0.0, time_half_life=thl)
     got = est.update(labels, times)
-    # Closed form: event i has decay d_i (first: b, then 0.5**(gap/thl)); its weight is
-    # (1 - d_i) * prod_{j > i} d_j; the estimate is weights per class over their total.
+    # Closed form: event i counts 1 and fades by every later gap: its weight is
+    # prod_{j > i} d_j with d_j = 0.5**(gap_j/thl); the estimate is weights per class over
+    # their total.
     d = [b] + [0.5 ** ((times[i] - times[i - 1]) / thl) for i in range(1, len(times))]
-    w = [(1.0 - d[i]) * _prod(d[i + 1 :]) for i in range(len(d))]
+    w = [_prod(d[i + 1 :]) for i in range(len(d))]
     expected = [sum(wi for wi, y in zip(w, labels, strict=True) if y == c) / sum(w) for c in (0, 1)]
     assert got == pytest.approx(expected, abs=1e-12)
     assert est.state_dict()["last_time"] == 401.0
@@ -106,8 +107,9 @@ def test_time_decay_long_gap_forgets_more_than_short_gap() -> None:
         est.update([0] * 300, [float(i) for i in range(300)])  # norm ~ 1 - 2**-30
         return est.update([1], [299.0 + gap])[1]
 
-    # After a gap of one time half-life, the new label carries weight 1/2 ...
-    assert run(10.0) == pytest.approx(0.5, abs=1e-8)
+    # After a gap of one time half-life, the old counts weigh half as much as before ...
+    old = sum(0.5 ** (k / 10.0) for k in range(300))
+    assert run(10.0) == pytest.approx(1.0 / (1.0 + 0.5 * old), abs=1e-12)
     # ... and a longer quiet period forgets the old prior more.
     assert run(100.0) > run(10.0) > run(1.0)
 
@@ -118,7 +120,9 @@ def test_out_of_order_timestamp_decays_nothing_and_clock_does_not_go_back() -> N
     before = est.state_dict()
     est.update([0], [15.0])
     after = est.state_dict()
-    assert after["m"] == before["m"] and after["norm"] == before["norm"]
+    # no decay, the late event still counts once
+    assert after["m"] == [before["m"][0] + 1.0, before["m"][1]]
+    assert after["norm"] == before["norm"] + 1.0
     assert after["last_time"] == 20.0
     assert after["count"] == 3
 
@@ -187,14 +191,15 @@ def test_estimates_are_a_distribution_above_the_floor(
     assert min(p) >= floor / (1.0 + 4 * floor) - 1e-15
 
 
-def test_time_mode_weighs_events_by_the_gap_before_them() -> None:
-    # Documented property of the time mode (see the class docstring): an event stamped at
-    # the same time as the previous one carries no weight.
+def test_time_mode_counts_simultaneous_events_fully() -> None:
+    # A burst (or a batch stamped at arrival) shares one timestamp: every event of it must
+    # count, as one each, not vanish for lack of a time gap.
     est = ClassFrequencyEstimator(2, half_life=100.0, floor=0.0, time_half_life=10.0)
     est.update([0], [0.0])
-    before = est.frequencies
-    assert est.update([1, 1, 1], [0.0, 0.0, 0.0]) == before
-    assert est.update([1], [10.0])[1] > 0.0
+    assert est.update([1, 1, 1], [0.0, 0.0, 0.0]) == [0.25, 0.75]
+    # without timestamps, time mode still counts each event once (fading by the event decay)
+    untimed = ClassFrequencyEstimator(2, half_life=1.0, floor=0.0, time_half_life=10.0)
+    assert untimed.update([0, 1]) == [1.0 / 3.0, 2.0 / 3.0]
 
 
 def test_numpy_integer_labels_are_accepted_as_ints() -> None:
