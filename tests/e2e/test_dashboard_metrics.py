@@ -1,0 +1,96 @@
+"""The Grafana dashboard's queries find data: every series name it selects, and every label
+it groups by, is exported by a running service's /metrics.
+
+tests/integration/test_deploy_files.py extracts the names from the dashboard's PromQL and
+checks them against the metric contract; this test checks them against the real app (real
+embedded Redis, real learner task) after some traffic.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+from asgi_lifespan import LifespanManager
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.app import create_app
+from service.settings import Settings
+from tests.integration.test_deploy_files import dashboard_exprs, promql_metric_names
+
+_GROUPING = re.compile(r"\b(?:by|without)\s*\(([^()]*)\)")
+
+
+def _events(n: int) -> list[dict[str, object]]:
+    # 1 in 10 fraud, separable on amount and mcc, so both classes get recall/precision.
+    return [
+        {
+            "id": f"tx-{i}",
+            "features": {
+                "amount": 900.0 + i % 7 if i % 10 == 0 else 10.0 + i % 13,
+                "mcc": "4829" if i % 10 == 0 else "5411",
+            },
+            "label": "fraud" if i % 10 == 0 else "legit",
+        }
+        for i in range(n)
+    ]
+
+
+async def _drive_traffic(client: httpx.AsyncClient) -> str:
+    events = _events(120)
+    for start in range(0, len(events), 40):
+        batch = {"events": events[start : start + 40]}
+        response = await client.post("/learn?wait=true", json=batch)
+        assert response.status_code == 200, response.text
+    # Exercise the other counters: a duplicate, a rejected event, both predict kinds.
+    response = await client.post("/learn?wait=true", json={"events": events[:2]})
+    assert response.status_code in (200, 202), response.text
+    assert response.json()["duplicates"] == 2
+    response = await client.post("/learn", json={"features": {"amount": 1.0}, "label": "nope"})
+    assert response.status_code == 422, response.text
+    response = await client.get("/predict", params={"amount": 950.0, "mcc": "4829"})
+    assert response.status_code == 200, response.text
+    response = await client.post("/predict", json={"events": [{"features": {"amount": 12.0}}]})
+    assert response.status_code == 200, response.text
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    return response.text
+
+
+async def test_every_dashboard_query_finds_exported_series(redis_url: str, tmp_path: Path) -> None:
+    settings = Settings(
+        redis_url=redis_url,
+        data_dir=tmp_path,
+        classes=["legit", "fraud"],
+        batch_max_wait_ms=5,
+        checkpoint_every_steps=1,
+    )
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://sb"
+        ) as client,
+    ):
+        text = await _drive_traffic(client)
+
+    labels_of: dict[str, set[str]] = defaultdict(set)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels_of[sample.name] |= set(sample.labels)
+
+    exprs = dashboard_exprs()
+    queried = set().union(*(promql_metric_names(e) for e in exprs))
+    assert len(queried) >= 20, queried  # the extraction itself found the dashboard's metrics
+    missing = sorted(queried - labels_of.keys())
+    assert not missing, f"queried by the dashboard but not exported by the service: {missing}"
+
+    for expr in exprs:
+        names = promql_metric_names(expr)
+        available = set().union(*(labels_of[n] for n in names))
+        for group in _GROUPING.findall(expr):
+            for label in (part.strip() for part in group.split(",")):
+                if label and label != "le":
+                    assert label in available, f"{expr}: no exported series has label {label!r}"
