@@ -1,0 +1,306 @@
+"""Hashed sparse features: flat event dicts -> EmbeddingBag inputs.
+
+Owns validation of raw feature dicts, the stable feature hash, and the online per-feature
+standardization (Welford running mean/variance) of numeric values.
+
+Encoding, per ``name: value`` pair:
+
+* int / float (not bool): one slot ``hash(name)`` with weight ``(x - mean) / std``, clipped to
+  [-CLIP, CLIP]. Stats are updated only by ``transform(..., update=True)`` (learning), before
+  the value is standardized, so predictions never move them.
+* str: one slot ``hash(name + "=" + value)`` with weight 1.0.
+* bool: one slot ``hash(name)`` with weight 1.0 (True) or 0.0 (False), not standardized.
+* None: absent, exactly like a missing key.
+
+``n_inputs`` is ``2 ** n_bits``; there is no reserved slot (an event with no features is an
+empty bag, which EmbeddingBag maps to zeros, so the network's bias alone decides it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CLIP", "FeatureBatch", "FeatureError", "HashingFeaturizer", "stable_hash"]
+
+# One wild value (a typo'd amount, a unit change) must not produce a huge input weight and
+# with it a huge step; 10 standard deviations keeps real signal and bounds the damage.
+CLIP = 10.0
+
+# High-cardinality string values would grow the hash cache without bound; it is only a
+# cache, so it is simply cleared when it gets this large.
+_CACHE_LIMIT = 1 << 20
+
+
+class FeatureError(ValueError):
+    """A feature dict that cannot be encoded; ``field`` names the offending key."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"feature {field!r}: {reason}")
+
+    def __repr__(self) -> str:
+        return f"FeatureError(field={self.field!r}, reason={self.reason!r})"
+
+
+def stable_hash(key: str, n_bits: int) -> int:
+    """Hash ``key`` into ``[0, 2**n_bits)``, identically in every process.
+
+    Python's ``hash()`` of a str is salted per process, so it would scramble a model
+    restored in another process; blake2b of the UTF-8 bytes is not.
+
+    >>> stable_hash("amount", 18)
+    32077
+    >>> stable_hash("amount", 18) == stable_hash("amount", 18)
+    True
+    >>> 0 <= stable_hash("mcc=5411", 4) < 16
+    True
+    """
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << n_bits) - 1)
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    """EmbeddingBag inputs for ``size`` events; event i owns ``indices[offsets[i]:offsets[i+1]]``
+    (the last event runs to the end)."""
+
+    indices: torch.Tensor  # int64 [nnz]
+    offsets: torch.Tensor  # int64 [size]
+    weights: torch.Tensor  # float32 [nnz]
+    size: int
+
+
+class HashingFeaturizer:
+    """Validate and hash flat feature dicts; standardize numbers online.
+
+    >>> f = HashingFeaturizer(n_bits=8)
+    >>> b = f.transform([{"amount": 12.5, "mcc": "5411"}, {}], update=True)
+    >>> b.size, b.offsets.tolist(), b.weights.tolist()
+    (2, [0, 2], [0.0, 1.0])
+    >>> f.transform([{"amount": float("nan")}])
+    Traceback (most recent call last):
+    ...
+    models.features.FeatureError: feature 'amount': value is not finite (nan)
+    """
+
+    def __init__(self, n_bits: int = 18, max_features: int = 1000) -> None:
+        if not isinstance(n_bits, int) or isinstance(n_bits, bool) or not 1 <= n_bits <= 30:
+            raise ValueError(f"n_bits must be an int in [1, 30], got {n_bits!r}")
+        if not isinstance(max_features, int) or isinstance(max_features, bool) or max_features < 1:
+            raise ValueError(f"max_features must be a positive int, got {max_features!r}")
+        self.n_bits = n_bits
+        self.max_features = max_features
+        self.n_inputs = 1 << n_bits
+        self._reset()
+
+    def _reset(self) -> None:
+        # name -> [count, mean, m2] (Welford); a list so the hot loop mutates it in place.
+        self._stats: dict[str, list[float]] = {}
+        self._slots: dict[str, int] = {}
+
+    # -- hashing -----------------------------------------------------------------------
+    def _slot(self, key: str) -> int:
+        slot = self._slots.get(key)
+        if slot is None:
+            if len(self._slots) >= _CACHE_LIMIT:
+                self._slots.clear()
+            slot = self._slots[key] = stable_hash(key, self.n_bits)
+        return slot
+
+    # -- validation --------------------------------------------------------------------
+    def validate(self, features: Mapping[str, object]) -> None:
+        """Raise FeatureError naming the first field that cannot be encoded."""
+        if not isinstance(features, Mapping):
+            raise FeatureError("features", f"expected a mapping, got {type(features).__name__}")
+        if len(features) > self.max_features:
+            raise FeatureError(
+                "features", f"{len(features)} keys exceed max_features={self.max_features}"
+            )
+        for name, value in features.items():
+            _check_value(name, value)
+
+    # -- encoding ----------------------------------------------------------------------
+    def transform(
+        self, batch: Sequence[Mapping[str, object]], *, update: bool = False
+    ) -> FeatureBatch:
+        """Encode a batch of feature dicts; with ``update`` (learning) fold numbers into stats.
+
+        If any event is invalid nothing is changed: stats touched by earlier events of the
+        batch are restored before FeatureError propagates.
+        """
+        touched: dict[str, list[float] | None] | None = {} if update else None
+        try:
+            return self._transform(batch, touched)
+        except FeatureError:
+            if touched:
+                for name, old in touched.items():
+                    if old is None:
+                        del self._stats[name]
+                    else:
+                        self._stats[name] = old
+            raise
+
+    def _transform(self, batch: Sequence[Mapping[str, Any]], touched: dict | None) -> FeatureBatch:
+        indices: list[int] = []
+        weights: list[float] = []
+        offsets: list[int] = []
+        slots = self._slots
+        stats = self._stats
+        max_features = self.max_features
+        isfinite = math.isfinite
+        for features in batch:
+            offsets.append(len(indices))
+            if type(features) is not dict and not isinstance(features, Mapping):
+                raise FeatureError("features", f"expected a mapping, got {type(features).__name__}")
+            if len(features) > max_features:
+                raise FeatureError(
+                    "features", f"{len(features)} keys exceed max_features={max_features}"
+                )
+            for name, value in features.items():
+                t = type(value)
+                if t is float or t is int:
+                    if type(name) is not str:
+                        _check_value(name, value)
+                    x = float(value) if t is float else _int_to_float(name, value)
+                    if not isfinite(x):
+                        raise FeatureError(name, f"value is not finite ({x})")
+                    st = stats.get(name)
+                    if touched is not None:
+                        if name not in touched:
+                            touched[name] = None if st is None else list(st)
+                        if st is None:
+                            st = stats[name] = [0.0, 0.0, 0.0]
+                        n = st[0] + 1.0
+                        delta = x - st[1]
+                        mean = st[1] + delta / n
+                        st[0], st[1], st[2] = n, mean, st[2] + delta * (x - mean)
+                    if st is None or st[0] < 2.0:
+                        # No spread known yet: centre if we can, never divide by zero.
+                        z = x - st[1] if st is not None else x
+                    else:
+                        var = st[2] / st[0]
+                        z = (x - st[1]) / math.sqrt(var) if var > 0.0 else x - st[1]
+                    if z > CLIP:
+                        z = CLIP
+                    elif z < -CLIP:
+                        z = -CLIP
+                    slot = slots.get(name)
+                    if slot is None:
+                        slot = self._slot(name)
+                    indices.append(slot)
+                    weights.append(z)
+                elif t is str:
+                    if type(name) is not str:
+                        _check_value(name, value)
+                    key = f"{name}={value}"
+                    slot = slots.get(key)
+                    if slot is None:
+                        slot = self._slot(key)
+                    indices.append(slot)
+                    weights.append(1.0)
+                elif value is None:
+                    if type(name) is not str:
+                        _check_value(name, value)
+                else:
+                    # Rare types (bool, numpy scalars, str subclasses, bad values): slow path.
+                    kind, x = _check_value(name, value)
+                    if kind == "num":
+                        # A numeric subclass (e.g. numpy.float64): re-run as a plain number.
+                        sub = self._transform([{name: x}], touched)
+                        indices.append(int(sub.indices[0]))
+                        weights.append(float(sub.weights[0]))
+                    elif kind == "str":
+                        indices.append(self._slot(f"{name}={x}"))
+                        weights.append(1.0)
+                    elif kind == "bool":
+                        indices.append(self._slot(name))
+                        weights.append(x)
+        return FeatureBatch(
+            indices=torch.tensor(indices, dtype=torch.int64),
+            offsets=torch.tensor(offsets, dtype=torch.int64),
+            weights=torch.tensor(weights, dtype=torch.float32),
+            size=len(offsets),
+        )
+
+    # -- introspection -----------------------------------------------------------------
+    def standardize(self, name: str, value: float) -> float:
+        """The clipped standardized value of numeric feature ``name`` under current stats."""
+        st = self._stats.get(name)
+        if st is None:
+            z = float(value)
+        elif st[0] < 2.0 or st[2] <= 0.0:
+            z = float(value) - st[1]
+        else:
+            z = (float(value) - st[1]) / math.sqrt(st[2] / st[0])
+        return max(-CLIP, min(CLIP, z))
+
+    @property
+    def numeric_names(self) -> list[str]:
+        """Names of the numeric features seen while learning, in first-seen order."""
+        return list(self._stats)
+
+    # -- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """``{"n_bits": int, "max_features": int, "names": [str], "stats": float64 [F, 3]}``.
+
+        ``stats`` rows are (count, mean, m2) for ``names`` in order.
+        """
+        names = list(self._stats)
+        rows = [self._stats[n] for n in names]
+        return {
+            "n_bits": self.n_bits,
+            "max_features": self.max_features,
+            "names": names,
+            "stats": torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 3),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["n_bits"] != self.n_bits:
+            raise ValueError(
+                f"snapshot n_bits={state['n_bits']!r} does not match "
+                f"featurizer n_bits={self.n_bits}"
+            )
+        self.max_features = int(state.get("max_features", self.max_features))
+        self._reset()
+        rows = state["stats"].tolist()
+        self._stats = {name: list(row) for name, row in zip(state["names"], rows, strict=True)}
+
+
+def _int_to_float(name: object, value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise FeatureError(str(name), "integer too large for a float") from None
+
+
+def _check_value(name: object, value: object) -> tuple[str, Any]:
+    """Classify one pair as ("num"|"str"|"bool"|"none", normalized value) or raise."""
+    if not isinstance(name, str):
+        raise FeatureError(repr(name), f"feature names must be strings, got {type(name).__name__}")
+    if value is None:
+        return "none", None
+    if isinstance(value, bool | np.bool_):
+        return "bool", 1.0 if value else 0.0
+    if isinstance(value, str):
+        return "str", str(value)
+    if isinstance(value, Mapping | list | tuple | set | frozenset | bytes | bytearray):
+        raise FeatureError(name, f"nested values are not supported ({type(value).__name__})")
+    if isinstance(value, int | float) or hasattr(value, "__float__"):
+        if hasattr(value, "shape") and getattr(value, "shape", ()) != ():
+            raise FeatureError(name, "nested values are not supported (array)")
+        try:
+            x = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            raise FeatureError(name, f"cannot convert {type(value).__name__} to a number") from None
+        if not math.isfinite(x):
+            raise FeatureError(name, f"value is not finite ({x})")
+        return "num", x
+    raise FeatureError(name, f"unsupported type {type(value).__name__}")

@@ -1,0 +1,476 @@
+"""The online learner step: featurizer + network + optimizer + loss strategy.
+
+``learn`` runs one guarded SGD/Adam step on a micro-batch:
+
+1. validate labels and class vectors, featurize (numeric stats updated: this is learning);
+2. per-event loss ``l_i`` from the strategy, each capped at ``max_event_loss`` through a
+   detached scale ``min(1, cap / l_i)``: the capped event still moves the model in the same
+   direction, but never with more force than an event of loss ``cap``;
+3. weights and reduction from the strategy (``class_gradient``: per-class gradients, combined
+   and clipped here);
+4. a non-finite loss or gradient skips the step: parameters and optimizer state stay as they
+   were, ``skipped_steps`` counts it;
+5. optional global norm clipping (``clip_norm``), then the optimizer step.
+
+Nothing the caller passes in is modified.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.features import HashingFeaturizer
+from models.networks import NETWORKS, build_network
+from models.strategies import StepContext, Strategy, build_strategy
+
+__all__ = ["OPTIMIZERS", "OnlineLearner", "SparseDenseAdam", "StepStats", "cap_scale"]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class StepStats:
+    """What one ``learn`` call did.
+
+    ``loss`` is the reduced (capped, weighted) loss; ``per_class_loss`` the mean raw loss of
+    each class's events in the batch (0.0 for absent classes); ``per_class_grad_norm`` the
+    norm of the loss gradient on the logits of each class's events (after weights and
+    per-class clipping, before global clipping): how hard each class pulled this step.
+    ``grad_norm`` is the parameter gradient norm before global clipping.
+    """
+
+    loss: float
+    per_class_loss: list[float]
+    per_class_grad_norm: list[float]
+    grad_norm: float
+    clipped: bool
+    skipped: bool
+    batch_size: int
+
+
+def cap_scale(losses: torch.Tensor, max_event_loss: float | None) -> torch.Tensor:
+    """Detached per-event scale min(1, cap / l_i); multiply the loss by it to cap the pull.
+
+    >>> cap_scale(torch.tensor([0.5, 20.0, 10.0]), 10.0).tolist()
+    [1.0, 0.5, 1.0]
+    """
+    d = losses.detach()
+    if max_event_loss is None:
+        return torch.ones_like(d)
+    return torch.where(d > max_event_loss, max_event_loss / d, torch.ones_like(d))
+
+
+class OnlineLearner:
+    """Owns featurizer, network, optimizer and strategy; learns from labeled micro-batches.
+
+    Counters: ``steps`` (applied updates), ``skipped_steps`` (non-finite, not applied),
+    ``clipped_steps`` (applied with some clipping), ``events_seen`` (labeled events passed to
+    ``learn``, skipped steps included).
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        network: str = "logreg",
+        hidden: Sequence[int] = (64,),
+        n_bits: int = 18,
+        optimizer: str = "sgd",
+        lr: float = 0.05,
+        strategy: str = "rescaled",
+        strategy_params: Mapping[str, object] | None = None,
+        max_event_loss: float | None = 10.0,
+        clip_norm: float | None = None,
+        seed: int = 0,
+        max_features: int = 1000,
+    ) -> None:
+        if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2:
+            raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
+        if network not in NETWORKS:
+            raise ValueError(f"unknown network {network!r}; expected one of {NETWORKS}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
+        if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if max_event_loss is not None and not (
+            math.isfinite(max_event_loss) and max_event_loss > 0
+        ):
+            raise ValueError(
+                f"max_event_loss must be a finite number > 0 or None, got {max_event_loss!r}"
+            )
+        if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
+            raise ValueError(f"clip_norm must be a finite number > 0 or None, got {clip_norm!r}")
+        self.n_classes = n_classes
+        self.network_kind = network
+        self.hidden = tuple(hidden)
+        self.n_bits = n_bits
+        self.optimizer_kind = optimizer
+        self.lr = float(lr)
+        self.strategy_name = strategy
+        self.strategy_params = dict(strategy_params or {})
+        self.max_event_loss = max_event_loss
+        self.clip_norm = clip_norm
+        self.seed = seed
+        self.max_features = max_features
+
+        self.strategy: Strategy = build_strategy(strategy, **self.strategy_params)
+        self.featurizer = HashingFeaturizer(n_bits=n_bits, max_features=max_features)
+        init_gen = torch.Generator().manual_seed(seed)
+        self.network = build_network(
+            network, self.featurizer.n_inputs, n_classes, self.hidden, generator=init_gen
+        )
+        if optimizer == "sgd":
+            # Plain SGD (no momentum) applies the sparse first-layer gradient as is.
+            self.optimizer: torch.optim.Optimizer | SparseDenseAdam = torch.optim.SGD(
+                self.network.parameters(), lr=self.lr
+            )
+        else:
+            self.optimizer = SparseDenseAdam(self.network, lr=self.lr)
+        # Strategy randomness (oob's Poisson draws); part of the snapshot so runs replay.
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.steps = 0
+        self.skipped_steps = 0
+        self.clipped_steps = 0
+        self.events_seen = 0
+        self._class_counts = torch.zeros(self.n_classes, dtype=torch.float64)
+
+    @property
+    def class_counts(self) -> list[float]:
+        """Labeled events seen per class (the ``weighted`` strategy's default counts)."""
+        return self._class_counts.tolist()
+
+    # -- inference ---------------------------------------------------------------------
+    def logits(self, features: Sequence[Mapping[str, object]]) -> torch.Tensor:
+        """Raw logits [B, K]; never updates featurizer statistics."""
+        batch = self.featurizer.transform(features, update=False)
+        with torch.inference_mode():
+            self.network.eval()
+            return self.network(batch)
+
+    def predict_proba(self, features: Sequence[Mapping[str, object]]) -> np.ndarray:
+        """The model's own softmax [B, K] (float64). Not calibrated: for strategies that
+        reweight classes the caller divides by ``calibration_factors`` and renormalizes."""
+        return torch.softmax(self.logits(features).to(torch.float64), dim=1).numpy()
+
+    def calibration_factors(
+        self,
+        factors: Sequence[float],
+        priors: Sequence[float],
+        counts: Sequence[float] | None = None,
+    ) -> list[float]:
+        """Class weights the raw probabilities carry under the current strategy.
+
+        ``rescaled``/``batch_normalized``/``class_gradient``/``rescaled_focal``: the factors;
+        ``weighted``: N/(K n_c); ``logit_adjusted``: prior^-tau (normalized, sum p w = 1);
+        ``oob``: its Poisson rates; ``none``/``focal``: ones. Pass them to
+        ``models.calibration.prior_correct`` to get probabilities under the current prior.
+        """
+        ctx = self._context(factors, priors, counts, self._class_counts)
+        return self.strategy.calibration_factors(ctx).tolist()
+
+    # -- learning ----------------------------------------------------------------------
+    def learn(
+        self,
+        features: Sequence[Mapping[str, object]],
+        labels: Sequence[int],
+        factors: Sequence[float],
+        priors: Sequence[float],
+        counts: Sequence[float] | None = None,
+    ) -> StepStats:
+        """One guarded step on a labeled micro-batch; see the module docstring."""
+        y = self._labels(labels)
+        if len(features) != y.shape[0]:
+            raise ValueError(f"features has {len(features)} events but labels has {y.shape[0]}")
+        batch_counts = torch.bincount(y, minlength=self.n_classes).to(torch.float64)
+        ctx = self._context(factors, priors, counts, self._class_counts + batch_counts)
+        batch = self.featurizer.transform(features, update=True)
+        self._class_counts += batch_counts
+        self.events_seen += batch.size
+        k = self.n_classes
+        if batch.size == 0:
+            return StepStats(0.0, [0.0] * k, [0.0] * k, 0.0, False, False, 0)
+
+        self.network.train()
+        logits = self.network(batch)
+        raw = self.strategy.event_loss(logits, y, ctx)
+        per_event = raw * cap_scale(raw, self.max_event_loss) * self.strategy.event_weights(y, ctx)
+        total = self.strategy.reduce(per_event, y, ctx)
+        per_class_loss = _per_class_mean(raw.detach(), y, k)
+        loss = float(total.detach())
+
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        clipped = False
+        if not math.isfinite(loss):
+            return self._skip(loss, per_class_loss, math.nan, batch.size)
+        if self.strategy.requires_per_class_grads:
+            result = self._class_gradients(per_event, y, logits, params, ctx)
+            if result is None:
+                return self._skip(loss, per_class_loss, math.nan, batch.size)
+            grads, per_class_grad_norm, clipped = result
+        else:
+            logit_grad, *grads = torch.autograd.grad(total, [logits, *params])
+            per_class_grad_norm = _per_class_norm(logit_grad, y, k)
+        grad_norm = _norm(grads)
+        if not math.isfinite(grad_norm):
+            return self._skip(loss, per_class_loss, grad_norm, batch.size)
+        if self.clip_norm is not None and grad_norm > self.clip_norm:
+            grads = [g * (self.clip_norm / grad_norm) for g in grads]
+            clipped = True
+        if grad_norm > 0.0:
+            # An exactly zero gradient (e.g. oob drew k = 0 for every event) teaches nothing;
+            # stepping anyway would let Adam move on momentum alone.
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        self.clipped_steps += int(clipped)
+        return StepStats(
+            loss, per_class_loss, per_class_grad_norm, grad_norm, clipped, False, batch.size
+        )
+
+    def _class_gradients(
+        self,
+        per_event: torch.Tensor,
+        y: torch.Tensor,
+        logits: torch.Tensor,
+        params: list[torch.nn.Parameter],
+        ctx: StepContext,
+    ) -> tuple[list[torch.Tensor], list[float], bool] | None:
+        """class_gradient: per-class gradients, clipped per class, summed. None if non-finite."""
+        b = y.shape[0]
+        coefs = self.strategy.class_coefficients(y, ctx).tolist()  # type: ignore[attr-defined]
+        present = [c for c in range(self.n_classes) if coefs[c] > 0.0]
+        parts: dict[int, list[torch.Tensor]] = {}
+        mean_norms = [math.nan] * self.n_classes
+        logit_norms = [0.0] * self.n_classes
+        for i, c in enumerate(present):
+            mask = y == c
+            # per_event carries coef_c * B / n_c, so this is coef_c * mean_c(l).
+            part = per_event[mask].sum() / b
+            logit_grad, *g = torch.autograd.grad(
+                part, [logits, *params], retain_graph=i < len(present) - 1
+            )
+            norm = _norm(g)
+            if not math.isfinite(norm):
+                return None
+            parts[c] = g
+            logit_norms[c] = float(torch.linalg.vector_norm(logit_grad[mask]))
+            # Clip on |g_c| (the unweighted per-class mean gradient), which does not depend
+            # on how many classes the batch happens to hold.
+            mean_norms[c] = norm / coefs[c]
+        scales, clipped = self.strategy.clip_scales(mean_norms)  # type: ignore[attr-defined]
+        grads: list[torch.Tensor] = []
+        for c, g in parts.items():
+            scaled = [gi * scales[c] for gi in g]
+            grads = scaled if not grads else [a + b for a, b in zip(grads, scaled, strict=True)]
+            logit_norms[c] *= scales[c]
+        return grads, logit_norms, clipped
+
+    def _skip(
+        self, loss: float, per_class_loss: list[float], grad_norm: float, n: int
+    ) -> StepStats:
+        self.skipped_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        k = self.n_classes
+        return StepStats(loss, per_class_loss, [0.0] * k, grad_norm, False, True, n)
+
+    # -- input checking ----------------------------------------------------------------
+    def _labels(self, labels: Sequence[int]) -> torch.Tensor:
+        out = []
+        for i, label in enumerate(labels):
+            if isinstance(label, bool):
+                raise ValueError(f"labels[{i}] must be an int class index, got {label!r}")
+            try:
+                c = operator.index(label)
+            except TypeError:
+                raise ValueError(f"labels[{i}] must be an int class index, got {label!r}") from None
+            if not 0 <= c < self.n_classes:
+                raise ValueError(f"labels[{i}]={c} is outside [0, {self.n_classes})")
+            out.append(c)
+        return torch.tensor(out, dtype=torch.int64)
+
+    def _context(
+        self,
+        factors: Sequence[float],
+        priors: Sequence[float],
+        counts: Sequence[float] | None,
+        default_counts: torch.Tensor,
+    ) -> StepContext:
+        f = self._class_vector("factors", factors, positive=True)
+        p = self._class_vector("priors", priors, positive=True)
+        if counts is None:
+            n = default_counts.to(torch.float32)
+        else:
+            n = self._class_vector("counts", counts, positive=False)
+        return StepContext(factors=f, priors=p, counts=n, generator=self.generator)
+
+    def _class_vector(self, name: str, values: Sequence[float], positive: bool) -> torch.Tensor:
+        vals = [float(v) for v in values]
+        if len(vals) != self.n_classes:
+            raise ValueError(f"{name} must have {self.n_classes} values, got {len(vals)}")
+        for c, v in enumerate(vals):
+            if not math.isfinite(v) or v < 0 or (positive and v == 0):
+                need = "> 0" if positive else ">= 0"
+                raise ValueError(f"{name}[{c}]={v!r} must be finite and {need}")
+        return torch.tensor(vals, dtype=torch.float32)
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (plain values)."""
+        return {
+            "n_classes": self.n_classes,
+            "network": self.network_kind,
+            "hidden": list(self.hidden),
+            "n_bits": self.n_bits,
+            "optimizer": self.optimizer_kind,
+            "lr": self.lr,
+            "strategy": self.strategy_name,
+            "strategy_params": dict(self.strategy_params),
+            "max_event_loss": self.max_event_loss,
+            "clip_norm": self.clip_norm,
+            "seed": self.seed,
+            "max_features": self.max_features,
+        }
+
+    def state_dict(self) -> dict:
+        """A detached copy of everything needed to continue exactly where this learner is.
+
+        ``{"config": dict, "featurizer": dict, "network": {name: Tensor},
+        "optimizer": torch optimizer state, "strategy": dict, "generator": uint8 Tensor,
+        "class_counts": float64 Tensor [K], "counters": {steps, skipped_steps, clipped_steps,
+        events_seen}}``. Plain values and tensors only (``torch.load(weights_only=True)``-safe).
+        """
+        return _detach_copy(
+            {
+                "config": self.config,
+                "featurizer": self.featurizer.state_dict(),
+                "network": dict(self.network.state_dict()),
+                "optimizer": self.optimizer.state_dict(),
+                "strategy": self.strategy.state_dict(),
+                "generator": self.generator.get_state(),
+                "class_counts": self._class_counts,
+                "counters": {
+                    "steps": self.steps,
+                    "skipped_steps": self.skipped_steps,
+                    "clipped_steps": self.clipped_steps,
+                    "events_seen": self.events_seen,
+                },
+            }
+        )
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from ``state_dict()``; the model's shape must match this learner's.
+
+        The constructor's lr wins over the snapshot's (a restart may change it on purpose).
+        """
+        cfg = state["config"]
+        for key in ("n_classes", "network", "hidden", "n_bits", "optimizer"):
+            mine = list(self.hidden) if key == "hidden" else self.config[key]
+            theirs = list(cfg[key]) if key == "hidden" else cfg[key]
+            if key == "hidden" and self.network_kind != "mlp":
+                continue
+            if mine != theirs:
+                raise ValueError(f"snapshot {key}={theirs!r} does not match learner {key}={mine!r}")
+        self.featurizer.load_state_dict(state["featurizer"])
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        if cfg.get("strategy") == self.strategy_name:
+            self.strategy.load_state_dict(state.get("strategy", {}))
+        self.generator.set_state(state["generator"])
+        self._class_counts = state["class_counts"].to(torch.float64).clone()
+        counters = state.get("counters", {})
+        self.steps = int(counters.get("steps", 0))
+        self.skipped_steps = int(counters.get("skipped_steps", 0))
+        self.clipped_steps = int(counters.get("clipped_steps", 0))
+        self.events_seen = int(counters.get("events_seen", 0))
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> OnlineLearner:
+        """A learner built from the snapshot's own config, then restored."""
+        cfg = dict(state["config"])
+        cfg["hidden"] = tuple(cfg["hidden"])
+        learner = cls(**cfg)
+        learner.load_state_dict(state)
+        return learner
+
+
+def _norm(grads: Sequence[torch.Tensor]) -> float:
+    """L2 norm over all gradients (sparse ones coalesced first: duplicates add up)."""
+    if not grads:
+        return 0.0
+    norms = [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g) for g in grads]
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
+
+
+class SparseDenseAdam:
+    """Adam for a network whose EmbeddingBag layers have sparse gradients.
+
+    ``torch.optim.Adam`` refuses sparse gradients, so the embedding weights go to
+    ``SparseAdam`` (lazy: moments of a slot move only when the slot is in the batch, which
+    is what a hashed sparse input wants) and every other parameter to ``Adam``.
+    """
+
+    def __init__(self, network: torch.nn.Module, lr: float) -> None:
+        sparse = [
+            m.weight for m in network.modules() if isinstance(m, torch.nn.EmbeddingBag) and m.sparse
+        ]
+        dense = [p for p in network.parameters() if all(p is not s for s in sparse)]
+        self.lr = lr
+        self.sparse = torch.optim.SparseAdam(sparse, lr=lr)
+        self.dense = torch.optim.Adam(dense, lr=lr)
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.sparse.param_groups + self.dense.param_groups
+
+    def step(self) -> None:
+        self.sparse.step()
+        self.dense.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.sparse.zero_grad(set_to_none=set_to_none)
+        self.dense.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        """``{"sparse": SparseAdam state, "dense": Adam state}``."""
+        return {"sparse": self.sparse.state_dict(), "dense": self.dense.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sparse.load_state_dict(state["sparse"])
+        self.dense.load_state_dict(state["dense"])
+
+
+def _per_class_mean(values: torch.Tensor, y: torch.Tensor, k: int) -> list[float]:
+    sums = torch.zeros(k, dtype=values.dtype).index_add_(0, y, values)
+    n = torch.bincount(y, minlength=k).clamp(min=1)
+    return (sums / n).tolist()
+
+
+def _per_class_norm(grad: torch.Tensor, y: torch.Tensor, k: int) -> list[float]:
+    sq = torch.zeros(k, dtype=grad.dtype).index_add_(0, y, grad.pow(2).sum(dim=1))
+    return sq.sqrt().tolist()
+
+
+def _detach_copy(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _detach_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_detach_copy(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_detach_copy(v) for v in obj)
+    return obj

@@ -1,0 +1,183 @@
+"""HashingFeaturizer: encoding, online standardization, validation, stable hashing, state."""
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.features import CLIP, FeatureBatch, FeatureError, HashingFeaturizer, stable_hash
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bag(batch: FeatureBatch, i: int) -> list[tuple[int, float]]:
+    """Event i's (slot, weight) pairs."""
+    start = int(batch.offsets[i])
+    end = int(batch.offsets[i + 1]) if i + 1 < batch.size else batch.indices.shape[0]
+    return list(
+        zip(batch.indices[start:end].tolist(), batch.weights[start:end].tolist(), strict=True)
+    )
+
+
+def test_encoding_of_each_value_kind():
+    f = HashingFeaturizer(n_bits=12)
+    b = f.transform([{"mcc": "5411", "flag": True, "off": False, "gone": None}])
+    assert b.size == 1
+    assert bag(b, 0) == [
+        (stable_hash("mcc=5411", 12), 1.0),
+        (stable_hash("flag", 12), 1.0),
+        (stable_hash("off", 12), 0.0),
+    ]
+    assert b.indices.dtype == torch.int64 and b.offsets.dtype == torch.int64
+    assert b.weights.dtype == torch.float32
+
+
+def test_empty_events_get_empty_bags_and_offsets_line_up():
+    f = HashingFeaturizer(n_bits=8)
+    b = f.transform([{}, {"a": "x"}, {}, {"a": "y", "b": "z"}])
+    assert b.offsets.tolist() == [0, 0, 1, 1]
+    assert b.indices.shape[0] == 3
+    assert f.transform([]).size == 0
+
+
+def test_numbers_are_standardized_with_welford_stats_when_learning():
+    f = HashingFeaturizer(n_bits=10)
+    values = [3.0, 5.0, 10.0, -2.0]
+    out = [bag(f.transform([{"x": v}], update=True), 0)[0][1] for v in values]
+    # Stats are updated before standardizing: event i uses mean/std of values[: i + 1].
+    for i, v in enumerate(values):
+        seen = np.array(values[: i + 1])
+        std = seen.std()
+        expected = (v - seen.mean()) / std if std > 0 else v - seen.mean()
+        assert out[i] == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    assert f.standardize("x", 4.0) == pytest.approx((4.0 - np.mean(values)) / np.std(values))
+
+
+def test_predicting_never_updates_stats():
+    f = HashingFeaturizer(n_bits=10)
+    f.transform([{"x": 1.0}, {"x": 2.0}, {"x": 4.0}], update=True)
+    before = f.state_dict()
+    first = f.transform([{"x": 100.0}]).weights.tolist()
+    again = f.transform([{"x": 100.0}]).weights.tolist()
+    assert first == again
+    after = f.state_dict()
+    assert before["names"] == after["names"] and torch.equal(before["stats"], after["stats"])
+
+
+def test_standardized_values_are_clipped():
+    f = HashingFeaturizer(n_bits=10)
+    f.transform([{"x": float(i % 2)} for i in range(50)], update=True)
+    w = f.transform([{"x": 1e9}, {"x": -1e9}]).weights.tolist()
+    assert w == [CLIP, -CLIP]
+
+
+@pytest.mark.parametrize(
+    ("features", "field"),
+    [
+        ({"amount": float("nan")}, "amount"),
+        ({"amount": float("inf")}, "amount"),
+        ({"amount": -float("inf")}, "amount"),
+        ({"amount": 10**400}, "amount"),
+        ({"nested": {"a": 1}}, "nested"),
+        ({"items": [1, 2]}, "items"),
+        ({"raw": b"bytes"}, "raw"),
+        ({"arr": np.array([1.0, 2.0])}, "arr"),
+        ({"nan64": np.float64("nan")}, "nan64"),
+        ({1: "x"}, "1"),
+    ],
+)
+def test_bad_values_raise_feature_error_naming_the_field(features, field):
+    f = HashingFeaturizer(n_bits=8)
+    with pytest.raises(FeatureError) as exc:
+        f.transform([{"ok": 1.0}, features], update=True)
+    assert exc.value.field == field
+    assert repr(field) in str(exc.value)
+    assert isinstance(exc.value, ValueError)
+    with pytest.raises(FeatureError):
+        f.validate(features)
+
+
+def test_too_many_features_rejected():
+    f = HashingFeaturizer(n_bits=8, max_features=3)
+    with pytest.raises(FeatureError, match="max_features=3") as exc:
+        f.transform([{f"k{i}": 1.0 for i in range(4)}])
+    assert exc.value.field == "features"
+    f.validate({f"k{i}": 1.0 for i in range(3)})
+
+
+def test_failed_batch_leaves_stats_untouched():
+    f = HashingFeaturizer(n_bits=8)
+    f.transform([{"x": 1.0}, {"x": 3.0}], update=True)
+    before = f.state_dict()
+    with pytest.raises(FeatureError):
+        f.transform([{"x": 50.0, "new": 2.0}, {"x": float("nan")}], update=True)
+    after = f.state_dict()
+    assert after["names"] == before["names"] == ["x"]
+    assert torch.equal(after["stats"], before["stats"])
+
+
+def test_numpy_scalars_encode_like_python_numbers():
+    a, b = HashingFeaturizer(n_bits=10), HashingFeaturizer(n_bits=10)
+    xa = a.transform([{"x": 1.5, "y": 2, "s": "v", "t": True}], update=True)
+    xb = b.transform(
+        [{"x": np.float32(1.5), "y": np.int64(2), "s": np.str_("v"), "t": np.bool_(True)}],
+        update=True,
+    )
+    assert xa.indices.tolist() == xb.indices.tolist()
+    assert xa.weights.tolist() == xb.weights.tolist()
+
+
+def test_input_dicts_are_not_mutated():
+    events = [{"a": 1.0, "b": "x", "c": None}, {"a": 2, "d": True}]
+    snapshot = copy.deepcopy(events)
+    HashingFeaturizer(n_bits=8).transform(events, update=True)
+    assert events == snapshot
+
+
+def test_hash_is_stable_across_processes():
+    keys = ["amount", "mcc=5411", "ünïcode=✓", ""]
+    code = (
+        "import json; from models.features import stable_hash; "
+        f"print(json.dumps([stable_hash(k, 18) for k in {keys!r}]))"
+    )
+    # A different string-hash salt than this process: built-in hash() would differ.
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(res.stdout) == [stable_hash(k, 18) for k in keys]
+
+
+def test_state_round_trip_reproduces_standardization():
+    f = HashingFeaturizer(n_bits=10)
+    f.transform([{"x": float(i), "y": i * 0.5} for i in range(20)], update=True)
+    g = HashingFeaturizer(n_bits=10)
+    g.load_state_dict(f.state_dict())
+    probe = [{"x": 3.3, "y": -1.0, "s": "a"}]
+    assert f.transform(probe).weights.tolist() == g.transform(probe).weights.tolist()
+    assert g.numeric_names == ["x", "y"]
+    with pytest.raises(ValueError, match="n_bits"):
+        HashingFeaturizer(n_bits=11).load_state_dict(f.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"n_bits": 0}, "n_bits"), ({"n_bits": 31}, "n_bits"), ({"max_features": 0}, "max_features")],
+)
+def test_bad_settings_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HashingFeaturizer(**kwargs)
+
+
+def test_slots_stay_in_range():
+    f = HashingFeaturizer(n_bits=4)
+    b = f.transform([{f"k{i}": f"v{i}" for i in range(100)}])
+    assert int(b.indices.min()) >= 0 and int(b.indices.max()) < f.n_inputs == 16
+    assert math.isclose(float(b.weights.sum()), 100.0)
