@@ -23,7 +23,7 @@ from service.keys import GROUP, Keys
 
 __all__ = ["AppendResult", "Entry", "Store"]
 
-Entry = tuple[str, list[dict]]  # (stream entry id, the events it holds)
+Entry = tuple[str, list[dict] | None]  # (stream entry id, its events; None: undecodable)
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,14 @@ def _str(value: bytes | str) -> str:
 
 def _decode_entries(raw: list) -> list[Entry]:
     """XREADGROUP/XAUTOCLAIM entries -> (id, events); an entry deleted meanwhile has no fields."""
-    out = []
+    out: list[Entry] = []
     for entry_id, fields in raw:
         payload = fields.get(b"e") if fields else None
-        out.append((_str(entry_id), orjson.loads(payload) if payload else []))
+        try:
+            events = orjson.loads(payload) if payload else []
+        except orjson.JSONDecodeError:  # a broken producer: the learner dead-letters it
+            events = None
+        out.append((_str(entry_id), events))
     return out
 
 

@@ -1,0 +1,216 @@
+"""The FastAPI application: `create_app(settings)` and the runtime it starts and stops.
+
+Start-up: an embedded Redis-protocol server when no `REDIS_URL` is set, the `Store`, the
+latest checkpoint (plus a replay of this learner's pending entries), then the learner task
+(role "all") or the checkpoint watcher (role "api"). Shutdown: the learner drains what is
+already in the stream, writes a final checkpoint, and the embedded server is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic.json_schema import models_json_schema
+from redis.exceptions import RedisError
+
+from service.deps import Runtime
+from service.errors import install_error_handlers
+from service.learner_loop import Learner, VersionWatcher
+from service.logs import RequestIdMiddleware, log_event, log_startup
+from service.metrics import ServiceMetrics
+from service.ratelimit import RateLimiter
+from service.routes import ROUTERS
+from service.schemas import ORJSONResponse
+from service.settings import Settings, get_settings
+from service.store import Store
+
+__all__ = ["create_app", "open_runtime"]
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTION = """\
+Streaming online learning for imbalanced classification (fraud, abuse, failures).
+
+Send labeled events to `POST /learn`; the learner keeps class-frequency estimates in Redis,
+rescales each class's gradient by smoothed factors and updates the model incrementally.
+`/predict` serves calibrated probabilities; `/drift`, `/state` and `/metrics` watch it.
+"""
+
+
+async def _connect(
+    client: aioredis.Redis, url: str, attempts: int = 10, delay_s: float = 0.5
+) -> None:
+    """Bounded retries at start-up, each failure logged with how many remain; then re-raise."""
+    for left in range(attempts - 1, -1, -1):
+        try:
+            await client.ping()
+            return
+        except (RedisError, OSError) as exc:
+            if left == 0:
+                raise ConnectionError(f"REDIS_URL: cannot reach Redis at {url}: {exc}") from exc
+            log.warning("Redis at %s not reachable (%s); %d attempts left", url, exc, left)
+            await asyncio.sleep(delay_s)
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, metrics: ServiceMetrics, *, learn: bool
+) -> AsyncIterator[Runtime]:
+    """Everything one process needs, started in order and stopped in reverse.
+
+    learn: run the learner (restore + replay + loop); otherwise serve checkpoints only,
+    hot-reloading each new one.
+    """
+    import torch
+
+    # Micro-batches are small: intra-op threads only contend (10x slower on a busy 2-core box).
+    torch.set_num_threads(settings.torch_threads)
+    log_startup(log, settings, redis="embedded" if settings.redis_url is None else "external")
+    rt = Runtime(settings, metrics)
+    url = settings.redis_url
+    if url is None:
+        from service.embedded import EmbeddedRedis
+
+        rt.embedded = EmbeddedRedis(data_dir=settings.data_dir / "redis")
+        # On this (main) thread: the child then gets SIGTERM if this process dies, even by kill -9.
+        url = rt.embedded.start()
+        log.info("embedded Redis-protocol server at %s", url)
+    block_s = settings.batch_max_wait_ms / 1000.0
+    rt.redis = aioredis.from_url(
+        url, decode_responses=False, socket_connect_timeout=5.0, socket_timeout=block_s + 10.0
+    )
+    try:
+        await _connect(rt.redis, url)
+        rt.rate_limiter = RateLimiter.from_settings(rt.redis, settings)
+        rt.store = Store(
+            rt.redis, settings.model_name, len(settings.classes), settings.idempotency_ttl_s
+        )
+        if learn:
+            rt.learner = Learner(rt)
+            await rt.learner.start()
+            rt.tasks.append(asyncio.create_task(rt.learner.run(), name="learner"))
+        else:
+            await rt.load_checkpoint_into_runtime()
+            rt.tasks.append(asyncio.create_task(VersionWatcher(rt).run(), name="version-watcher"))
+        yield rt
+    finally:
+        await _close(rt)
+
+
+async def _close(rt: Runtime) -> None:
+    if rt.learner is not None:
+        rt.learner.stop()
+    for task in rt.tasks:
+        if task.get_name() != "learner":
+            task.cancel()
+    for task in rt.tasks:
+        try:
+            await asyncio.wait_for(task, timeout=30.0)
+        except (asyncio.CancelledError, TimeoutError):
+            pass
+    if rt.learner is not None:
+        try:
+            await rt.learner.finish()
+        except Exception:
+            log.exception("final checkpoint failed; pending entries will be replayed on restart")
+    rt.waiters.fail_all("service: shutting down")
+    try:
+        await rt.redis.aclose()
+    except Exception:  # pragma: no cover - closing a dead connection
+        pass
+    if rt.embedded is not None:
+        await asyncio.to_thread(rt.embedded.stop)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    async with open_runtime(settings, app.state.metrics, learn=settings.role == "all") as rt:
+        app.state.runtime = rt
+        # Start-up objects live as long as the process: keep them out of GC passes.
+        gc.collect()
+        gc.freeze()
+        log_event(log, "ready", "service ready", model_version=rt.model_version, role=settings.role)
+        try:
+            yield
+        finally:
+            app.state.runtime = None
+            gc.unfreeze()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service as an ASGI app; nothing starts until its lifespan runs."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="streambalance",
+        version="0.1.0",
+        description=_DESCRIPTION,
+        lifespan=_lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    metrics = ServiceMetrics()
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.runtime = None
+    metrics.attach_model(lambda: _view(app))
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    for router in ROUTERS:
+        app.include_router(router)
+    Instrumentator(
+        registry=metrics.registry,
+        excluded_handlers=["/metrics"],
+        should_group_status_codes=False,
+    ).instrument(
+        app,
+        latency_highr_buckets=(
+            0.0005,
+            0.001,
+            0.0025,
+            0.005,
+            0.01,
+            0.025,
+            0.05,
+            0.1,
+            0.25,
+            0.5,
+            1,
+            2.5,
+            10,
+        ),
+        latency_lowr_buckets=(0.001, 0.01, 0.1, 1),
+    )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _view(app: FastAPI) -> dict[str, Any] | None:
+    rt: Runtime | None = app.state.runtime
+    return None if rt is None else rt.model_view()
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """Routes read raw bodies (orjson, size limit), so their request schemas are added here."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from service.schemas import LearnBatch, LearnEvent, PredictBatch
+
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    _, defs = models_json_schema(
+        [(LearnEvent, "validation"), (LearnBatch, "validation"), (PredictBatch, "validation")],
+        ref_template="#/components/schemas/{model}",
+    )
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,264 @@
+"""Prometheus metrics of one app (or worker), on its own `CollectorRegistry`.
+
+Two kinds:
+
+* instruments updated as things happen (request latencies, rejected events, learner step
+  time, batch sizes), and
+* a collector that reads the model at scrape time (class frequencies, factors, rolling
+  recall/precision/F1, drift states, counters restored from the checkpoint), so an API
+  replica that hot-reloads checkpoints exports the same model view as the learner.
+
+A per-app registry (not the global one) lets tests build many apps in one process.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["DRIFT_STATE_VALUES", "ModelView", "ServiceMetrics"]
+
+DRIFT_STATE_VALUES = {"ok": 0, "warning": 1, "drift": 2}
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+ModelView = dict[str, Any]  # see deps.Runtime.model_view: what the collector reads
+
+
+class _ModelCollector(Collector):
+    """Reads the current model view at scrape time."""
+
+    def __init__(self, view: Callable[[], ModelView | None]):
+        self._view = view
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # names are dynamic per class/signal; skip duplicate checks
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._view()
+        if view is None:
+            return
+        classes: list[str] = view["classes"]
+        yield _per_class(
+            CounterMetricFamily,
+            "streambalance_events_learned",
+            "Events learned, per class.",
+            classes,
+            view["counts"],
+        )
+        yield _per_class(
+            GaugeMetricFamily,
+            "streambalance_class_frequency",
+            "EMA class frequency p_c (bias corrected, floored).",
+            classes,
+            view["frequencies"],
+        )
+        yield _per_class(
+            GaugeMetricFamily,
+            "streambalance_class_factor",
+            "Smoothed rescaling factor w_c (sum_c p_c w_c = 1).",
+            classes,
+            view["factors"],
+        )
+        yield _per_class(
+            GaugeMetricFamily,
+            "streambalance_class_gradient_norm",
+            "Per-class gradient norm of the last learner step.",
+            classes,
+            view["grad_norms"],
+        )
+        yield _scalar(
+            CounterMetricFamily,
+            "streambalance_steps_skipped",
+            "Learner steps skipped (non-finite loss or gradient).",
+            view["skipped_steps"],
+        )
+        yield _scalar(
+            CounterMetricFamily,
+            "streambalance_steps_clipped",
+            "Learner steps whose gradient was clipped.",
+            view["clipped_steps"],
+        )
+        quality = view["quality"]
+        for key, name, text in (
+            ("recall", "streambalance_class_recall", "Rolling prequential recall per class."),
+            (
+                "precision",
+                "streambalance_class_precision",
+                "Rolling prequential precision per class.",
+            ),
+            ("f1", "streambalance_class_f1", "Rolling prequential F1 per class."),
+        ):
+            yield _per_class(GaugeMetricFamily, name, text, classes, quality.get(key))
+        for key, text in (
+            ("g_mean", "Rolling prequential G-mean (geometric mean of class recalls)."),
+            ("log_loss", "Rolling prequential log-loss."),
+            ("pr_auc", "Rolling prequential PR-AUC (minority class vs rest)."),
+            ("roc_auc", "Rolling prequential ROC-AUC (minority class vs rest)."),
+        ):
+            yield _scalar(GaugeMetricFamily, f"streambalance_{key}", text, quality.get(key))
+        state = GaugeMetricFamily(
+            "streambalance_drift_state",
+            "Drift signal state: 0 ok, 1 warning, 2 drift.",
+            labels=["signal"],
+        )
+        detections = CounterMetricFamily(
+            "streambalance_drift_detections", "Drift detections per signal.", labels=["signal"]
+        )
+        for signal in view["signals"]:
+            state.add_metric([signal["name"]], DRIFT_STATE_VALUES.get(signal["state"], 0))
+            detections.add_metric([signal["name"]], signal["detections"])
+        yield state
+        yield detections
+        yield _scalar(
+            CounterMetricFamily,
+            "streambalance_dead_letters",
+            "Stream entries moved to the dead-letter stream.",
+            view.get("dead_letters"),
+        )
+        yield _scalar(
+            GaugeMetricFamily,
+            "streambalance_model_version",
+            "Learner updates applied to the served model.",
+            view["model_version"],
+        )
+        last = view["checkpoint_time"]
+        yield _scalar(
+            GaugeMetricFamily,
+            "streambalance_checkpoint_age_seconds",
+            "Seconds since the served model's checkpoint was written.",
+            None if last is None else max(0.0, time.time() - last),
+        )
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _per_class(kind: type, name: str, text: str, classes: list[str], values: Any) -> Metric:
+    family = kind(name, text, labels=["class"])
+    if values is not None:
+        if isinstance(values, dict):
+            values = [values.get(c) for c in classes]
+        for cls, value in zip(classes, values, strict=False):
+            value = _finite(value)
+            if value is not None:
+                family.add_metric([cls], value)
+    return family
+
+
+def _scalar(kind: type, name: str, text: str, value: Any) -> Metric:
+    family = kind(name, text)
+    value = _finite(value)
+    if value is not None:
+        family.add_metric([], value)
+    return family
+
+
+class ServiceMetrics:
+    """Every metric of one app; `render()` is the /metrics body."""
+
+    def __init__(self) -> None:
+        # `_created` samples double the series count and no dashboard reads them.
+        disable_created_metrics()
+        r = self.registry = CollectorRegistry()
+        self.events_rejected = Counter(
+            "streambalance_events_rejected",
+            "Events rejected before reaching the stream.",
+            ["reason"],
+            registry=r,
+        )
+        self.events_duplicate = Counter(
+            "streambalance_events_duplicate", "Events dropped as duplicates (id seen).", registry=r
+        )
+        self.predictions = Counter("streambalance_predictions", "Predictions served.", registry=r)
+        self.learn_latency = Histogram(
+            "streambalance_learn_latency_seconds",
+            "POST /learn handling time.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predict_latency = Histogram(
+            "streambalance_predict_latency_seconds",
+            "Prediction handling time.",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.learner_step = Histogram(
+            "streambalance_learner_step_seconds",
+            "One learner micro-batch: EMA update in Redis plus the model step.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.learner_batch = Histogram(
+            "streambalance_learner_batch_size",
+            "Events per learner micro-batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.learner_errors = Counter(
+            "streambalance_learner_errors",
+            "Exceptions caught by the learner loop.",
+            ["stage"],
+            registry=r,
+        )
+        self.checkpoints = Counter(
+            "streambalance_checkpoints", "Checkpoints written by this process.", registry=r
+        )
+        self.stream_lag = Gauge(
+            "streambalance_stream_lag_events",
+            "Stream entries not yet acknowledged by the learner.",
+            registry=r,
+        )
+        # For the predictable label value set on first scrape.
+        for reason in (
+            "validation",
+            "too_large",
+            "unauthorized",
+            "unknown_prediction",
+            "rate_limited",
+        ):
+            self.events_rejected.labels(reason)
+        for kind in ("get", "post"):
+            self.predict_latency.labels(kind)
+
+    def attach_model(self, view: Callable[[], ModelView | None]) -> None:
+        self.registry.register(_ModelCollector(view))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,24 @@
+"""GET /drift: every drift and training-health signal of the served model."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.deps import ReadKey, Rt
+from service.schemas import DriftResponse, ORJSONResponse
+
+router = APIRouter(tags=["monitoring"])
+
+
+@router.get(
+    "/drift",
+    dependencies=[ReadKey],
+    response_model=DriftResponse,
+    summary="Drift and training-health signals",
+)
+async def drift(rt: Rt) -> ORJSONResponse:
+    """`drift_detected` is true while any signal is in state `drift`."""
+    trainer = rt.require_trainer()
+    with rt.model_lock:
+        report = trainer.drift.report()
+    return ORJSONResponse(report)

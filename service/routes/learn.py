@@ -1,0 +1,164 @@
+"""POST /learn: validate, deduplicate and append labeled events to the stream (one round trip)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from service.deps import ApiKey, Rt, Runtime, read_body
+from service.errors import BadRequest, PayloadTooLarge, ServiceError
+from service.ratelimit import RateLimited
+from service.schemas import (
+    EXAMPLE_TRANSACTION,
+    ErrorResponse,
+    LearnEvent,
+    LearnResponse,
+    ORJSONResponse,
+    parse_json,
+    validate_learn,
+)
+
+router = APIRouter(tags=["learn"])
+
+_EXAMPLES = {
+    "single": {
+        "summary": "one labeled card transaction",
+        "value": {
+            "id": "tx-8d1f3",
+            "features": EXAMPLE_TRANSACTION,
+            "label": "fraud",
+            "timestamp": "2026-11-27T03:14:07Z",
+        },
+    },
+    "batch": {
+        "summary": "a batch (labels by name or index)",
+        "value": {
+            "events": [
+                {
+                    "id": "tx-1",
+                    "features": {"amount": 12.5, "mcc": "5411", "country": "NL"},
+                    "label": "legit",
+                },
+                {"id": "tx-2", "features": EXAMPLE_TRANSACTION, "label": 1},
+            ]
+        },
+    },
+    "late_label": {
+        "summary": "a chargeback: label for an earlier prediction",
+        "value": {"prediction_id": "4f0c2b9e8a7d4c1f9b3e2a6d5c8b7a90", "label": "fraud"},
+    },
+}
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/LearnEvent"},
+                        {"$ref": "#/components/schemas/LearnBatch"},
+                    ]
+                },
+                "examples": _EXAMPLES,
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/learn",
+    status_code=202,
+    dependencies=[ApiKey],
+    openapi_extra=_BODY,
+    response_model=LearnResponse,
+    responses={
+        200: {"model": LearnResponse, "description": "with wait=true: applied"},
+        401: {"model": ErrorResponse},
+        413: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        429: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+        504: {"model": ErrorResponse},
+    },
+    summary="Learn from labeled events",
+)
+async def learn(
+    request: Request,
+    rt: Rt,
+    wait: bool = Query(False, description="answer only once the learner has applied the events"),
+) -> ORJSONResponse:
+    """One event, or `{"events": [...]}`; an event is `{id?, features, label, timestamp?}` or a
+    late label `{prediction_id, label}`. Events with an already-seen `id` are dropped."""
+    started = time.perf_counter()
+    records = await _validated_records(request, rt)
+    if rt.rate_limiter is not None:
+        try:
+            await rt.rate_limiter.enforce(request, len(records))
+        except RateLimited:
+            rt.metrics.events_rejected.labels("rate_limited").inc(len(records))
+            raise
+    result = await rt.store.append(records)
+    if result.duplicates:
+        rt.metrics.events_duplicate.inc(result.duplicates)
+    body: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates}
+    status = 202
+    if wait:
+        if result.entry_id is None:
+            body["model_version"] = rt.model_version
+        else:
+            body["model_version"] = await rt.waiters.wait(
+                result.entry_id, rt.settings.wait_timeout_s
+            )
+        status = 200
+    rt.metrics.learn_latency.observe(time.perf_counter() - started)
+    return ORJSONResponse(body, status_code=status)
+
+
+async def _validated_records(request: Request, rt: Runtime) -> list[dict[str, Any]]:
+    """Body -> stream records; every rejection is counted by reason, then re-raised."""
+    data: Any = None
+    try:
+        data = parse_json(await read_body(request, rt.settings.max_body_bytes))
+        events = validate_learn(data, rt.ctx)
+        return await _records(rt, events, batched=isinstance(data, dict) and "events" in data)
+    except ServiceError as exc:
+        reason = (
+            "too_large"
+            if isinstance(exc, PayloadTooLarge)
+            else exc.extra.pop("reason", "validation")
+        )
+        events_in = data.get("events") if isinstance(data, dict) else None
+        rt.metrics.events_rejected.labels(reason).inc(
+            len(events_in) if isinstance(events_in, list) else 1
+        )
+        raise
+
+
+async def _records(rt: Runtime, events: list[LearnEvent], batched: bool) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    taken: list[tuple[str, dict[str, Any]]] = []
+    for i, event in enumerate(events):
+        features = event.features
+        if features is None:
+            assert event.prediction_id is not None
+            features = await rt.store.take_prediction(event.prediction_id)
+            if features is None:
+                if taken:  # give back what this request consumed: it learns nothing
+                    await rt.store.save_predictions(taken, rt.settings.prediction_ttl_s or 60)
+                field = f"events[{i}].prediction_id" if batched else "prediction_id"
+                raise BadRequest(
+                    f"{field}: unknown or expired prediction {event.prediction_id!r}",
+                    reason="unknown_prediction",
+                )
+            taken.append((event.prediction_id, features))
+        record: dict[str, Any] = {"features": features, "label": event.label}
+        if event.id is not None:
+            record["id"] = event.id
+        if event.timestamp is not None:
+            record["timestamp"] = event.timestamp
+        records.append(record)
+    return records

@@ -1,0 +1,142 @@
+"""GET /predict (one event as query parameters) and POST /predict (a batch)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from redis.exceptions import RedisError
+
+from service.deps import ReadKey, Rt, Runtime, read_body
+from service.logs import log_event
+from service.schemas import (
+    EXAMPLE_TRANSACTION,
+    ErrorResponse,
+    ORJSONResponse,
+    Prediction,
+    PredictResponse,
+    parse_json,
+    query_features,
+    validate_predict,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["predict"])
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/PredictBatch"},
+                "examples": {
+                    "batch": {
+                        "summary": "two card transactions",
+                        "value": {
+                            "events": [
+                                {"features": EXAMPLE_TRANSACTION},
+                                {
+                                    "features": {
+                                        "amount": 12.5,
+                                        "mcc": "5411",
+                                        "country": "NL",
+                                        "card_present": True,
+                                    }
+                                },
+                            ]
+                        },
+                    }
+                },
+            }
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+    503: {"model": ErrorResponse},
+}
+
+
+@router.get(
+    "/predict",
+    dependencies=[ReadKey],
+    response_model=Prediction,
+    responses=_ERRORS,
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "features",
+                "in": "query",
+                "required": False,
+                "style": "form",
+                "explode": True,
+                "description": "each query parameter is one feature",
+                "schema": {"type": "object"},
+                "example": {"amount": 912.4, "mcc": "5732", "country": "NL", "ip_risk": 0.83},
+            }
+        ]
+    },
+    summary="Predict one event given as query parameters",
+)
+async def predict_one(request: Request, rt: Rt) -> ORJSONResponse:
+    """Every query parameter is a feature: `?amount=912.4&mcc=5732&country=NL`. Values that
+    read as JSON numbers are numeric features; everything else is a string."""
+    started = time.perf_counter()
+    features = query_features(request.query_params.multi_items(), rt.settings.max_features)
+    out = await _predict(rt, [features])
+    rt.metrics.predict_latency.labels("get").observe(time.perf_counter() - started)
+    return ORJSONResponse(out[0])
+
+
+@router.post(
+    "/predict",
+    dependencies=[ReadKey],
+    response_model=PredictResponse,
+    responses=_ERRORS,
+    openapi_extra=_BODY,
+    summary="Predict a batch of events",
+)
+async def predict_batch(request: Request, rt: Rt) -> ORJSONResponse:
+    started = time.perf_counter()
+    data = parse_json(await read_body(request, rt.settings.max_body_bytes))
+    out = await _predict(rt, validate_predict(data, rt.ctx))
+    rt.metrics.predict_latency.labels("post").observe(time.perf_counter() - started)
+    return ORJSONResponse({"predictions": out})
+
+
+async def _predict(rt: Runtime, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    probs, labels, version = rt.predict(features)
+    classes = rt.classes
+    ids = [uuid.uuid4().hex for _ in features]
+    if rt.settings.prediction_ttl_s > 0:
+        await _save(rt, ids, features)
+    rt.metrics.predictions.inc(len(features))
+    return [
+        {
+            "label": classes[label],
+            "probabilities": dict(zip(classes, row, strict=True)),
+            "prediction_id": pid,
+            "model_version": version,
+        }
+        for label, row, pid in zip(labels.tolist(), probs.tolist(), ids, strict=True)
+    ]
+
+
+async def _save(rt: Runtime, ids: list[str], features: list[dict[str, Any]]) -> None:
+    """Keep features for late labels; a Redis outage must not stop predictions."""
+    try:
+        await rt.store.save_predictions(
+            list(zip(ids, features, strict=True)), rt.settings.prediction_ttl_s
+        )
+    except (RedisError, OSError) as exc:
+        log_event(
+            log,
+            "prediction_not_stored",
+            f"prediction features not stored: {exc}",
+            level=logging.WARNING,
+            n=len(ids),
+        )

@@ -1,0 +1,81 @@
+"""/metrics is valid Prometheus text (client parser and promtool) with the agreed names."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.settings import Settings
+from tests.e2e.conftest import fraud_stream, learn_all, running
+
+EXPECTED = {
+    "streambalance_events_learned_total",
+    "streambalance_events_rejected_total",
+    "streambalance_events_duplicate_total",
+    "streambalance_predictions_total",
+    "streambalance_learn_latency_seconds_bucket",
+    "streambalance_predict_latency_seconds_bucket",
+    "streambalance_learner_step_seconds_bucket",
+    "streambalance_learner_batch_size_bucket",
+    "streambalance_class_frequency",
+    "streambalance_class_factor",
+    "streambalance_class_gradient_norm",
+    "streambalance_steps_skipped_total",
+    "streambalance_steps_clipped_total",
+    "streambalance_class_recall",
+    "streambalance_class_precision",
+    "streambalance_class_f1",
+    "streambalance_g_mean",
+    "streambalance_log_loss",
+    "streambalance_pr_auc",
+    "streambalance_roc_auc",
+    "streambalance_drift_state",
+    "streambalance_drift_detections_total",
+    "streambalance_stream_lag_events",
+    "streambalance_model_version",
+    "streambalance_checkpoint_age_seconds",
+    "streambalance_dead_letters_total",
+    "http_requests_total",
+    "http_request_duration_seconds_bucket",
+}
+
+
+async def test_metrics_parse_and_pass_promtool(make_settings: Callable[..., Settings]) -> None:
+    events = fraud_stream(1500, fraud_rate=0.05, seed=11)
+    async with running(make_settings(checkpoint_every_steps=2)) as (_, client):
+        await learn_all(client, events, batch=100)
+        await client.post("/learn?wait=true", json={"events": events[:5]})  # duplicates
+        await client.post("/learn", json={"features": {"a": 1}, "label": "nope"})  # rejected
+        await client.get("/predict?amount=900&mcc=5732")
+        await client.post("/predict", json={"events": [{"features": {"amount": 10}}]})
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    missing = EXPECTED - samples.keys()
+    assert not missing, sorted(missing)
+
+    learned = {s.labels["class"]: s.value for s in samples["streambalance_events_learned_total"]}
+    frauds = sum(e["label"] == "fraud" for e in events)
+    assert learned == {"legit": len(events) - frauds, "fraud": frauds}
+    assert samples["streambalance_events_duplicate_total"][0].value == 5
+    rejected = {s.labels["reason"]: s.value for s in samples["streambalance_events_rejected_total"]}
+    assert rejected["validation"] == 1
+    assert samples["streambalance_predictions_total"][0].value == 2
+    frequency = {s.labels["class"]: s.value for s in samples["streambalance_class_frequency"]}
+    assert abs(sum(frequency.values()) - 1.0) < 1e-9
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: apt-get install -y prometheus (Debian) provides it"
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
