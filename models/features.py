@@ -11,6 +11,11 @@ Encoding, per ``name: value`` pair:
 * str: one slot ``hash(name + "=" + value)`` with weight 1.0.
 * bool: one slot ``hash(name)`` with weight 1.0 (True) or 0.0 (False), not standardized.
 * None: absent, exactly like a missing key.
+* with ``numeric_bins = B > 0``, each number also sets one of B "bin" slots,
+  ``hash(name + "#" + k)`` with weight 1.0, where k is the bin of the standardized value over
+  [-BIN_RANGE, BIN_RANGE] standard deviations. A linear model on z alone can only say "more
+  is riskier" (or less); the bins let it learn bands and thresholds (an amount that is
+  suspicious only in a middle range, an age band) with no schema and no extra pass.
 
 ``n_inputs`` is ``2 ** n_bits``; there is no reserved slot (an event with no features is an
 empty bag, which EmbeddingBag maps to zeros, so the network's bias alone decides it).
@@ -27,11 +32,33 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CLIP", "FeatureBatch", "FeatureError", "HashingFeaturizer", "stable_hash"]
+__all__ = [
+    "BIN_RANGE",
+    "CLIP",
+    "FeatureBatch",
+    "FeatureError",
+    "HashingFeaturizer",
+    "bin_index",
+    "stable_hash",
+]
 
 # One wild value (a typo'd amount, a unit change) must not produce a huge input weight and
 # with it a huge step; 10 standard deviations keeps real signal and bounds the damage.
 CLIP = 10.0
+
+# Numeric bins cover +-3 standard deviations; values beyond fall into the outermost bins.
+BIN_RANGE = 3.0
+
+
+def bin_index(z: float, n_bins: int) -> int:
+    """The bin of a standardized value among ``n_bins`` equal bins over [-BIN_RANGE, BIN_RANGE].
+
+    >>> [bin_index(z, 4) for z in (-9.0, -1.0, 0.0, 1.4, 2.999, 50.0)]
+    [0, 1, 2, 2, 3, 3]
+    """
+    k = int((z + BIN_RANGE) * n_bins / (2.0 * BIN_RANGE))
+    return 0 if k < 0 else (n_bins - 1 if k >= n_bins else k)
+
 
 # High-cardinality string values would grow the hash cache without bound; it is only a
 # cache, so it is simply cleared when it gets this large.
@@ -91,13 +118,20 @@ class HashingFeaturizer:
     models.features.FeatureError: feature 'amount': value is not finite (nan)
     """
 
-    def __init__(self, n_bits: int = 18, max_features: int = 1000) -> None:
+    def __init__(self, n_bits: int = 18, max_features: int = 1000, numeric_bins: int = 0) -> None:
         if not isinstance(n_bits, int) or isinstance(n_bits, bool) or not 1 <= n_bits <= 30:
             raise ValueError(f"n_bits must be an int in [1, 30], got {n_bits!r}")
         if not isinstance(max_features, int) or isinstance(max_features, bool) or max_features < 1:
             raise ValueError(f"max_features must be a positive int, got {max_features!r}")
+        if (
+            not isinstance(numeric_bins, int)
+            or isinstance(numeric_bins, bool)
+            or not 0 <= numeric_bins <= 1000
+        ):
+            raise ValueError(f"numeric_bins must be an int in [0, 1000], got {numeric_bins!r}")
         self.n_bits = n_bits
         self.max_features = max_features
+        self.numeric_bins = numeric_bins
         self.n_inputs = 1 << n_bits
         self._reset()
 
@@ -105,6 +139,8 @@ class HashingFeaturizer:
         # name -> [count, mean, m2] (Welford); a list so the hot loop mutates it in place.
         self._stats: dict[str, list[float]] = {}
         self._slots: dict[str, int] = {}
+        # name -> slot of each numeric bin, hashed once per name
+        self._bin_slots: dict[str, list[int]] = {}
 
     # -- hashing -----------------------------------------------------------------------
     def _slot(self, key: str) -> int:
@@ -114,6 +150,13 @@ class HashingFeaturizer:
                 self._slots.clear()
             slot = self._slots[key] = stable_hash(key, self.n_bits)
         return slot
+
+    def _bins_of(self, name: str) -> list[int]:
+        if len(self._bin_slots) >= _CACHE_LIMIT:
+            self._bin_slots.clear()
+        bins = [stable_hash(f"{name}#{k}", self.n_bits) for k in range(self.numeric_bins)]
+        self._bin_slots[name] = bins
+        return bins
 
     # -- validation --------------------------------------------------------------------
     def validate(self, features: Mapping[str, object]) -> None:
@@ -155,6 +198,8 @@ class HashingFeaturizer:
         slots = self._slots
         stats = self._stats
         max_features = self.max_features
+        n_bins = self.numeric_bins
+        bin_slots = self._bin_slots
         isfinite = math.isfinite
         for features in batch:
             offsets.append(len(indices))
@@ -197,6 +242,12 @@ class HashingFeaturizer:
                         slot = self._slot(name)
                     indices.append(slot)
                     weights.append(z)
+                    if n_bins:
+                        names_bins = bin_slots.get(name)
+                        if names_bins is None:
+                            names_bins = self._bins_of(name)
+                        indices.append(names_bins[bin_index(z, n_bins)])
+                        weights.append(1.0)
                 elif t is str:
                     if type(name) is not str:
                         _check_value(name, value)
@@ -215,8 +266,8 @@ class HashingFeaturizer:
                     if kind == "num":
                         # A numeric subclass (e.g. numpy.float64): re-run as a plain number.
                         sub = self._transform([{name: x}], touched)
-                        indices.append(int(sub.indices[0]))
-                        weights.append(float(sub.weights[0]))
+                        indices.extend(sub.indices.tolist())
+                        weights.extend(sub.weights.tolist())
                     elif kind == "str":
                         indices.append(self._slot(f"{name}={x}"))
                         weights.append(1.0)
@@ -249,7 +300,8 @@ class HashingFeaturizer:
 
     # -- state -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """``{"n_bits": int, "max_features": int, "names": [str], "stats": float64 [F, 3]}``.
+        """``{"n_bits": int, "max_features": int, "numeric_bins": int, "names": [str],
+        "stats": float64 [F, 3]}``.
 
         ``stats`` rows are (count, mean, m2) for ``names`` in order.
         """
@@ -258,6 +310,7 @@ class HashingFeaturizer:
         return {
             "n_bits": self.n_bits,
             "max_features": self.max_features,
+            "numeric_bins": self.numeric_bins,
             "names": names,
             "stats": torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 3),
         }
@@ -267,6 +320,12 @@ class HashingFeaturizer:
             raise ValueError(
                 f"snapshot n_bits={state['n_bits']!r} does not match "
                 f"featurizer n_bits={self.n_bits}"
+            )
+        bins = int(state.get("numeric_bins", 0))  # snapshots before bins existed had none
+        if bins != self.numeric_bins:
+            raise ValueError(
+                f"snapshot numeric_bins={bins!r} does not match featurizer "
+                f"numeric_bins={self.numeric_bins}"
             )
         self.max_features = int(state.get("max_features", self.max_features))
         self._reset()

@@ -89,6 +89,7 @@ class OnlineLearner:
         clip_norm: float | None = None,
         seed: int = 0,
         max_features: int = 1000,
+        numeric_bins: int = 0,
     ) -> None:
         if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2:
             raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}")
@@ -118,9 +119,12 @@ class OnlineLearner:
         self.clip_norm = clip_norm
         self.seed = seed
         self.max_features = max_features
+        self.numeric_bins = numeric_bins
 
         self.strategy: Strategy = build_strategy(strategy, **self.strategy_params)
-        self.featurizer = HashingFeaturizer(n_bits=n_bits, max_features=max_features)
+        self.featurizer = HashingFeaturizer(
+            n_bits=n_bits, max_features=max_features, numeric_bins=numeric_bins
+        )
         init_gen = torch.Generator().manual_seed(seed)
         self.network = build_network(
             network, self.featurizer.n_inputs, n_classes, self.hidden, generator=init_gen
@@ -341,6 +345,7 @@ class OnlineLearner:
             "clip_norm": self.clip_norm,
             "seed": self.seed,
             "max_features": self.max_features,
+            "numeric_bins": self.numeric_bins,
         }
 
     def state_dict(self) -> dict:

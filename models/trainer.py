@@ -77,6 +77,7 @@ class TrainerConfig:
     max_event_loss: float | None = 10.0
     clip_norm: float | None = None
     max_features: int = 1000
+    numeric_bins: int = 16
     decision: str = "balanced"
     thresholds: list[float] | None = None
     cost_matrix: list[list[float]] | None = None
@@ -95,6 +96,7 @@ class TrainerConfig:
         self.hidden = _check_hidden(self.hidden)
         _check_int("n_bits", self.n_bits, 1, 30)
         _check_int("max_features", self.max_features, 1)
+        _check_int("numeric_bins", self.numeric_bins, 0, 1000)
         _check_int("metrics_window", self.metrics_window, 1)
         _check_int("seed", self.seed, 0)
         _check_number("lr", self.lr, positive=True)
@@ -188,7 +190,7 @@ class StreamTrainer:
             k, network=c.network, hidden=c.hidden, n_bits=c.n_bits, optimizer=c.optimizer,
             lr=c.lr, strategy=c.strategy, strategy_params=c.strategy_params,
             max_event_loss=c.max_event_loss, clip_norm=c.clip_norm, seed=c.seed,
-            max_features=c.max_features,
+            max_features=c.max_features, numeric_bins=c.numeric_bins,
         )  # fmt: skip
         self.estimator = ClassFrequencyEstimator(k, c.half_life, c.floor, c.time_half_life)
         self.smoother = FactorSmoother(

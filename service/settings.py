@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     metrics_window: int = Field(default=2000, ge=10, le=1_000_000)
     hash_bits: int = Field(default=18, ge=4, le=24)
     max_features: int = Field(default=1000, ge=1, le=100_000)
+    numeric_bins: int = Field(default=16, ge=0, le=1000)
 
     # learner loop
     batch_max_size: int = Field(default=64, ge=1, le=100_000)
@@ -274,6 +275,7 @@ class Settings(BaseSettings):
             seed=self.seed,
             metrics_window=self.metrics_window,
             max_features=self.max_features,
+            numeric_bins=self.numeric_bins,
         )
 
 

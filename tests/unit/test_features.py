@@ -181,3 +181,52 @@ def test_slots_stay_in_range():
     b = f.transform([{f"k{i}": f"v{i}" for i in range(100)}])
     assert int(b.indices.min()) >= 0 and int(b.indices.max()) < f.n_inputs == 16
     assert math.isclose(float(b.weights.sum()), 100.0)
+
+
+# -- numeric bins ----------------------------------------------------------------------
+
+
+def test_numeric_bins_add_one_bin_slot_per_number() -> None:
+    f = HashingFeaturizer(n_bits=16, numeric_bins=8)
+    b = f.transform([{"amount": 1.0, "mcc": "5411"}, {"amount": 3.0}], update=True)
+    # number -> (value slot, bin slot); string -> one slot
+    assert b.offsets.tolist() == [0, 3]
+    assert b.weights.tolist()[1] == 1.0 and b.weights.tolist()[4] == 1.0
+    assert b.indices.tolist()[0] == b.indices.tolist()[3]  # same value slot
+    assert b.indices.tolist()[1] != b.indices.tolist()[4]  # z = -1 and z = +1: other bins
+
+
+def test_numeric_bins_let_a_linear_model_learn_a_band() -> None:
+    # Class 1 lives in a middle band of one feature: no linear function of z separates it,
+    # one-hot bins do.
+    import random
+
+    from models.learner import OnlineLearner
+
+    def band_accuracy(bins: int) -> float:
+        rng = random.Random(0)
+        learner = OnlineLearner(2, n_bits=12, lr=0.5, numeric_bins=bins, strategy="none")
+        for _ in range(300):
+            xs = [rng.uniform(0.0, 100.0) for _ in range(32)]
+            learner.learn(
+                [{"age": x} for x in xs], [int(40 <= x < 60) for x in xs], [1, 1], [0.5, 0.5]
+            )
+        test = [rng.uniform(0.0, 100.0) for _ in range(2000)]
+        probs = learner.predict_proba([{"age": x} for x in test])
+        hits = [(p[1] > 0.5) == (40 <= x < 60) for p, x in zip(probs, test, strict=True)]
+        return sum(hits) / len(hits)
+
+    assert band_accuracy(0) < 0.85  # the z weight alone cannot carve out a band
+    assert band_accuracy(16) > 0.9
+
+
+def test_numeric_bins_round_trip_and_mismatch_is_named() -> None:
+    f = HashingFeaturizer(n_bits=10, numeric_bins=4)
+    f.transform([{"x": 1.0}, {"x": 2.0}, {"x": 9.0}], update=True)
+    g = HashingFeaturizer(n_bits=10, numeric_bins=4)
+    g.load_state_dict(f.state_dict())
+    assert torch.equal(f.transform([{"x": 5.0}]).indices, g.transform([{"x": 5.0}]).indices)
+    with pytest.raises(ValueError, match="numeric_bins"):
+        HashingFeaturizer(n_bits=10, numeric_bins=0).load_state_dict(f.state_dict())
+    with pytest.raises(ValueError, match="numeric_bins"):
+        HashingFeaturizer(numeric_bins=-1)
