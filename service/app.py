@@ -101,6 +101,9 @@ async def open_runtime(
         else:
             await rt.load_checkpoint_into_runtime()
             rt.tasks.append(asyncio.create_task(VersionWatcher(rt).run(), name="version-watcher"))
+        from service.status import run_history
+
+        rt.tasks.append(asyncio.create_task(run_history(rt), name="status-history"))
         yield rt
     finally:
         await _close(rt)

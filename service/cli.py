@@ -12,10 +12,8 @@ import asyncio
 import csv
 import json
 import logging
-import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -99,13 +97,33 @@ async def _run_worker(settings: Settings) -> None:
 
 
 def iter_events(
-    path: Path, handle: IO[str], label_column: str = "label", id_column: str = "id"
+    path: Path,
+    handle: IO[str],
+    label_column: str = "label",
+    id_column: str = "id",
+    auto_id: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Events of a JSONL file (one event object per line) or a CSV file with a header.
 
     CSV: `label_column` is the label, `id_column` (optional) the event id, every other column a
     feature; values that read as numbers are numbers, empty cells are missing features.
+    auto_id: an event without an id gets `<file name>:<line number>`, stable across re-runs,
+    so replaying the same file twice is deduplicated by the service.
     """
+    if auto_id:
+        for line, event in _numbered_events(path, handle, label_column, id_column):
+            if event.get("id") is None:
+                event["id"] = f"{path.name}:{line}"
+            yield event
+        return
+    for _, event in _numbered_events(path, handle, label_column, id_column):
+        yield event
+
+
+def _numbered_events(
+    path: Path, handle: IO[str], label_column: str, id_column: str
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number where the event ends, event) for a CSV or JSONL file."""
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or label_column not in reader.fieldnames:
@@ -116,88 +134,20 @@ def iter_events(
             if event_id:
                 event["id"] = event_id
             event["features"] = {k: parse_scalar(v) for k, v in row.items() if v not in ("", None)}
-            yield event
+            yield reader.line_num, event
         return
     for number, line in enumerate(handle, 1):
         if line.strip():
             try:
-                yield json.loads(line)
+                yield number, json.loads(line)
             except ValueError as exc:
                 raise ValueError(f"{path}:{number}: not a JSON object ({exc})") from None
 
 
-def _post(client: Any, url: str, batch: list[dict[str, Any]], retries: int, wait: bool) -> dict:
-    import httpx
-
-    delay = 0.5
-    for attempt in range(retries + 1):
-        try:
-            response = client.post(
-                url, json={"events": batch}, params={"wait": "true"} if wait else None
-            )
-        except httpx.TransportError as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code < 400:
-                return response.json()
-            if response.status_code < 500 and response.status_code != 429:
-                raise SystemExit(f"streambalance replay: {response.status_code} {response.text}")
-            problem = f"HTTP {response.status_code}: {response.text[:200]}"
-        if attempt < retries:
-            log.warning("replay: %s; retry %d/%d in %.1f s", problem, attempt + 1, retries, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-    raise SystemExit(f"streambalance replay: giving up after {retries} retries ({problem})")
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
-    import httpx
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from service.replay import run_replay
 
-    path = Path(args.file)
-    url = args.url.rstrip("/") + "/learn"
-    headers = {"X-API-Key": args.api_key} if args.api_key else {}
-    totals = {"accepted": 0, "duplicates": 0}
-    started = time.perf_counter()
-    columns = (
-        TextColumn("[bold]replay"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[events]} events"),
-    )
-    with (
-        path.open(encoding="utf-8", newline="") as handle,
-        httpx.Client(headers=headers, timeout=args.timeout) as client,
-        Progress(*columns, disable=args.quiet) as progress,
-    ):
-        task = progress.add_task("replay", total=path.stat().st_size, events=0)
-        batch: list[dict[str, Any]] = []
-        sent = 0
-
-        def flush() -> None:
-            nonlocal sent
-            result = _post(client, url, batch, args.retries, args.wait)
-            totals["accepted"] += int(result.get("accepted", 0))
-            totals["duplicates"] += int(result.get("duplicates", 0))
-            sent += len(batch)
-            batch.clear()
-            position = os.lseek(handle.fileno(), 0, os.SEEK_CUR)  # read-ahead: close enough
-            progress.update(task, completed=position, events=sent)
-
-        for event in iter_events(path, handle, args.label_column, args.id_column):
-            batch.append(event)
-            if len(batch) >= args.batch_size:
-                flush()
-        if batch:
-            flush()
-        progress.update(task, completed=path.stat().st_size)
-    elapsed = time.perf_counter() - started
-    print(
-        f"sent {sent} events in {elapsed:.1f} s: {totals['accepted']} accepted, "
-        f"{totals['duplicates']} duplicates"
-    )
-    return 0
+    return run_replay(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--label-column", default="label")
     replay.add_argument("--id-column", default="id")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.add_argument(
+        "--predict-first",
+        action="store_true",
+        help="predict each batch before learning it (implies --wait); print per-class metrics",
+    )
+    replay.add_argument(
+        "--no-auto-id",
+        action="store_true",
+        help="do not give id-less events the stable id <file name>:<line>",
+    )
     replay.set_defaults(func=cmd_replay)
     return parser
 

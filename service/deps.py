@@ -58,6 +58,15 @@ class Runtime:
         self.checkpoint_time: float | None = None
         self.last_step: Any = None
         self.dead_letters: int | None = None
+        # Operations (service/shadows.py, production.py, status.py, versions.py).
+        from service.production import ProductionScorer
+        from service.shadows import Shadows
+        from service.status import History
+
+        self.champion_strategy: str = settings.strategy  # a promotion or rollback changes it
+        self.shadows = Shadows(self)
+        self.production = ProductionScorer(self.classes, settings.metrics_window)
+        self.history = History(settings.history_size)
 
     def require_trainer(self) -> StreamTrainer:
         if self.trainer is None:
@@ -71,10 +80,17 @@ class Runtime:
             probs, labels = trainer.predict(features)
             return probs, labels, self.model_version
 
+    def trainer_config(self, strategy: str | None = None) -> Any:
+        """The settings' TrainerConfig with `strategy` (default: the serving one)."""
+        from service.shadows import config_for
+
+        name = strategy or self.champion_strategy
+        return config_for(self.settings.trainer_config(), self.settings.strategy, name)
+
     def new_trainer(self) -> StreamTrainer:
         from models.trainer import StreamTrainer
 
-        return StreamTrainer(self.settings.trainer_config())
+        return StreamTrainer(self.trainer_config())
 
     async def load_checkpoint_into_runtime(self) -> dict[str, Any] | None:
         """Serve the latest checkpoint (or a fresh model if none); returns its meta or None."""
@@ -84,10 +100,12 @@ class Runtime:
         if loaded is None:
             if self.trainer is None:
                 self.trainer = self.new_trainer()
+                await self.shadows.load(self.champion_strategy)
             return None
         data, meta = loaded
+        self.champion_strategy = str(meta.get("strategy") or self.settings.strategy)
         try:
-            trainer = StreamTrainer.from_bytes(data, self.settings.trainer_config())
+            trainer = StreamTrainer.from_bytes(data, self.trainer_config())
         except (ValueError, RuntimeError, KeyError) as exc:
             raise ValueError(
                 f"invalid setting: the checkpoint of model {self.settings.model_name!r} does not "
@@ -95,6 +113,9 @@ class Runtime:
                 f"use another STREAMBALANCE_MODEL_NAME): {exc}"
             ) from exc
         self.trainer = trainer
+        if meta.get("production"):
+            self.production.load_state_dict(meta["production"])
+        await self.shadows.load(self.champion_strategy)
         self.model_version = int(meta.get("model_version", 0))
         self.checkpoint_version = int(meta.get("version", 0))
         self.checkpoint_time = meta.get("time")
@@ -135,10 +156,14 @@ class Runtime:
             "checkpoint_version": self.checkpoint_version,
             "checkpoint_time": self.checkpoint_time,
             "dead_letters": self.dead_letters,
+            "strategy": self.champion_strategy,
+            "production": self.production.report() if self.production.scored else None,
         }
 
 
-def _runtime(request: Request) -> Runtime:
+# Dependencies are `async def`: FastAPI runs plain `def` ones in a worker thread, a thread
+# hop (and GIL hand-off) per dependency per request for a few attribute reads.
+async def _runtime(request: Request) -> Runtime:
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None:
         raise NotReady("service: starting up")
@@ -148,7 +173,7 @@ def _runtime(request: Request) -> Runtime:
 Rt = Annotated[Runtime, Depends(_runtime)]
 
 
-def require_api_key(
+async def require_api_key(
     request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
 ) -> None:
     """Write routes: when an API key is configured, X-API-Key must match (constant time)."""
@@ -166,12 +191,12 @@ def require_api_key(
 ApiKey = Depends(require_api_key)
 
 
-def require_read_key(
+async def require_read_key(
     request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
 ) -> None:
     """Read routes: need the key only when STREAMBALANCE_AUTH_READ_ROUTES is on."""
     if request.app.state.settings.auth_read_routes:
-        require_api_key(request, x_api_key)
+        await require_api_key(request, x_api_key)
 
 
 ReadKey = Depends(require_read_key)

@@ -406,6 +406,9 @@ class Learner:
             return False
         rt.metrics.learner_step.observe(time.perf_counter() - started)
         rt.metrics.learner_batch.observe(len(chunk))
+        # Operations: challengers learn the same batch; late labels score what was served.
+        rt.shadows.process(features, labels, timestamps, frequencies)
+        rt.production.observe(chunk)
         rt.model_version += 1
         rt.last_step = report.step
         self._steps_since_checkpoint += 1
@@ -461,9 +464,14 @@ class Learner:
             "events_learned": int(trainer.events_learned),
             "time": now,
             "ema": self.ema_state,
+            "strategy": rt.champion_strategy,
+            "production": rt.production.state_dict(),
         }
         acked = list(self._unacked)
-        version = await rt.store.save_checkpoint(data, meta, acked)
+        version = await rt.store.save_checkpoint(data, meta, acked, extra=rt.shadows.snapshots())
+        from service.versions import archive
+
+        await archive(rt, version, data, meta)
         self._unacked = self._unacked[len(acked) :]
         self._unacked_set.difference_update(acked)
         self._steps_since_checkpoint = 0

@@ -53,6 +53,9 @@ _LATENCY_BUCKETS = (
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
+# Late labels: seconds to weeks (chargebacks arrive days later).
+_DELAY_BUCKETS = (1.0, 10.0, 60.0, 600.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0, 1209600.0)
+
 ModelView = dict[str, Any]  # see deps.Runtime.model_view: what the collector reads
 
 
@@ -153,6 +156,9 @@ class _ModelCollector(Collector):
             "Learner updates applied to the served model.",
             view["model_version"],
         )
+        from service.production import production_families
+
+        yield from production_families(view.get("production"), classes)
         last = view["checkpoint_time"]
         yield _scalar(
             GaugeMetricFamily,
@@ -239,6 +245,12 @@ class ServiceMetrics:
         )
         self.checkpoints = Counter(
             "streambalance_checkpoints", "Checkpoints written by this process.", registry=r
+        )
+        self.label_delay = Histogram(
+            "streambalance_label_delay_seconds",
+            "Time from a prediction being served to its late label arriving at POST /learn.",
+            buckets=_DELAY_BUCKETS,
+            registry=r,
         )
         self.stream_lag = Gauge(
             "streambalance_stream_lag_events",

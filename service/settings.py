@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1, le=100_000)
-    prediction_ttl_s: int = Field(default=86_400, ge=0)
+    prediction_ttl_s: int = Field(default=604_800, ge=0)  # late labels: 7 days; 0 keeps none
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
     # abuse guards (service/ratelimit.py)
     rate_limit_per_s: float | None = Field(default=None, gt=0.0)
@@ -151,6 +151,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     torch_threads: int = Field(default=1, ge=1, le=256)
+    # operations (service/shadows.py, service/versions.py, service/status.py)
+    shadows: Annotated[list[str], NoDecode] = []
+    keep_versions: int = Field(default=5, ge=1, le=1000)
+    history_interval_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+    history_size: int = Field(default=900, ge=10, le=100_000)
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -158,7 +163,19 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             raise SettingsError.from_validation(exc) from None
 
-    _split_classes = field_validator("classes", "hidden", mode="before")(_split_list)
+    _split_classes = field_validator("classes", "hidden", "shadows", mode="before")(_split_list)
+
+    @field_validator("shadows")
+    @classmethod
+    def _check_shadows(cls, value: list[str]) -> list[str]:
+        from models.strategies import STRATEGIES
+
+        for name in value:
+            if name not in STRATEGIES:
+                raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"shadow strategies must be distinct, got {value!r}")
+        return value
 
     @field_validator("model_name", "consumer")
     @classmethod

@@ -8,6 +8,7 @@ tag (see `service.keys`). The client must be a `redis.asyncio.Redis` with
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from service.keys import GROUP, Keys
 
@@ -63,6 +64,72 @@ def _entries_of(response: Any) -> list:
     return response[0][1]
 
 
+class GroupCommit:
+    """Concurrent callers' Redis commands sent together: one pipelined round trip per batch
+    of requests, not one per request.
+
+    The first caller starts a flush (at the next event-loop iteration, so every request
+    handled in this iteration joins it); callers that arrive while a flush is in flight go
+    into the next one. Under load each round trip carries everything that arrived
+    meanwhile; an idle service adds no delay. Each caller gets its own replies, or the
+    first error among them raised; a connection error fails every caller of that batch.
+    """
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._queue: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Replies of `commands` (each `(NAME, *args)`), sent with other callers' commands."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._queue.append((commands, future))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                batch = [(cmds, fut) for cmds, fut in batch if not fut.done()]  # cancelled
+                if not batch:
+                    continue
+                flat = [cmd for cmds, _ in batch for cmd in cmds]
+                try:
+                    replies = await self._send(flat)
+                except Exception as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                at = 0
+                for cmds, fut in batch:
+                    mine = replies[at : at + len(cmds)]
+                    at += len(cmds)
+                    if fut.done():
+                        continue
+                    error = next((r for r in mine if isinstance(r, Exception)), None)
+                    if error is not None:
+                        fut.set_exception(error)
+                    else:
+                        fut.set_result(mine)
+        finally:
+            self._flusher = None
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if len(commands) == 1:  # alone: a plain command is cheaper than a pipeline
+            try:
+                return [await self.redis.execute_command(*commands[0])]
+            except ResponseError as exc:  # a command error is that caller's reply
+                return [exc]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=False)
+
+
 class Store:
     """Redis operations of one model; every method is one round trip unless it says otherwise.
 
@@ -89,6 +156,7 @@ class Store:
         self.idempotency_ttl_s = idempotency_ttl_s
         self.keys = Keys(model)
         self._scripts: dict[str, AsyncScript] = {}
+        self._group = GroupCommit(redis)
 
     def _script(self, name: str) -> AsyncScript:
         # register_script only hashes the source; EVALSHA loads it on first NOSCRIPT.
@@ -129,7 +197,13 @@ class Store:
                 slot = known
             args.append(slot)
             args.append(orjson.dumps(event))
-        accepted, duplicates, entry_id = await self._script("append.lua")(keys=keys, args=args)
+        script = self._script("append.lua")
+        try:
+            # Group commit: one round trip for the appends of all concurrent requests.
+            (reply,) = await self._group.execute([("EVALSHA", script.sha, len(keys), *keys, *args)])
+        except NoScriptError:  # not loaded yet (or the server restarted): load and run it
+            reply = await script(keys=keys, args=args)
+        accepted, duplicates, entry_id = reply
         return AppendResult(
             int(accepted), int(duplicates), None if entry_id is None else _str(entry_id)
         )
@@ -338,7 +412,13 @@ class Store:
     # -- checkpoints ------------------------------------------------------------------------
 
     async def save_checkpoint(
-        self, data: bytes, meta: dict, ack_ids: list[str], *, trim: bool = True
+        self,
+        data: bytes,
+        meta: dict,
+        ack_ids: list[str],
+        *,
+        trim: bool = True,
+        extra: dict[str, bytes] | None = None,
     ) -> int:
         """Write checkpoint + meta, XACK the entries it covers and bump the version, in one
         MULTI/EXEC; then PUBLISH the new version (and, with trim, drop acknowledged entries
@@ -346,7 +426,8 @@ class Store:
 
         meta: JSON-able values (e.g. stream_id, events_learned, time, ema: the raw EMA state);
         the key "version" is reserved. The version counter lives in the meta hash, so a
-        reader of the checkpoint always sees the version that names it.
+        reader of the checkpoint always sees the version that names it. `extra`: more keys
+        (full names, e.g. the shadow challengers' snapshots) SET in the same transaction.
         """
         if "version" in meta:
             raise ValueError("meta must not set 'version': the store assigns it")
@@ -356,6 +437,8 @@ class Store:
             if mapping:
                 pipe.hset(self.keys.ckpt_meta, mapping=mapping)
             pipe.hincrby(self.keys.ckpt_meta, "version", 1)
+            for key, value in (extra or {}).items():
+                pipe.set(key, value)
             if ack_ids:
                 pipe.xack(self.keys.events, GROUP, *ack_ids)
             results = await pipe.execute()
@@ -384,16 +467,39 @@ class Store:
     async def save_prediction(self, prediction_id: str, features: dict, ttl_s: int) -> None:
         await self.redis.set(self.keys.pred(prediction_id), orjson.dumps(features), ex=ttl_s)
 
-    async def save_predictions(self, items: list[tuple[str, dict]], ttl_s: int) -> None:
-        """Store several (prediction_id, features) pairs in one pipelined round trip."""
+    def served_key(self, prediction_id: str) -> str:
+        """What was served for a prediction (probabilities, label, time, model version)."""
+        return f"{self.keys.base}served:{prediction_id}"
+
+    async def save_predictions(
+        self, items: list[tuple[str, dict]], ttl_s: int, served: list[dict] | None = None
+    ) -> None:
+        """Store several (prediction_id, features) pairs in one pipelined round trip; with
+        `served` (one dict per item) also what was served, for production scoring."""
         if not items:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for prediction_id, features in items:
-                pipe.set(self.keys.pred(prediction_id), orjson.dumps(features), ex=ttl_s)
-            await pipe.execute()
+        commands: list[tuple[Any, ...]] = []
+        for i, (prediction_id, features) in enumerate(items):
+            commands.append(
+                ("SET", self.keys.pred(prediction_id), orjson.dumps(features), "EX", ttl_s)
+            )
+            if served is not None:
+                commands.append(
+                    ("SET", self.served_key(prediction_id), orjson.dumps(served[i]), "EX", ttl_s)
+                )
+        # Group commit: concurrent /predict requests share one round trip.
+        await self._group.execute(commands)
 
     async def take_prediction(self, prediction_id: str) -> dict | None:
         """The stored features, removed as they are read (GETDEL): one label per prediction."""
-        raw = await self.redis.getdel(self.keys.pred(prediction_id))
-        return None if raw is None else orjson.loads(raw)
+        return (await self.take_prediction_served(prediction_id))[0]
+
+    async def take_prediction_served(self, prediction_id: str) -> tuple[dict | None, dict | None]:
+        """(features, served record or None), both removed as they are read, one round trip."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.getdel(self.keys.pred(prediction_id))
+            pipe.getdel(self.served_key(prediction_id))
+            raw, served = await pipe.execute()
+        if raw is None:
+            return None, None
+        return orjson.loads(raw), None if served is None else orjson.loads(served)

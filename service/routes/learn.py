@@ -95,12 +95,6 @@ async def learn(
     late label `{prediction_id, label}`. Events with an already-seen `id` are dropped."""
     started = time.perf_counter()
     records = await _validated_records(request, rt)
-    if rt.rate_limiter is not None:
-        try:
-            await rt.rate_limiter.enforce(request, len(records))
-        except RateLimited:
-            rt.metrics.events_rejected.labels("rate_limited").inc(len(records))
-            raise
     result = await rt.store.append(records)
     if result.duplicates:
         rt.metrics.events_duplicate.inc(result.duplicates)
@@ -124,6 +118,12 @@ async def _validated_records(request: Request, rt: Runtime) -> list[dict[str, An
     try:
         data = parse_json(await read_body(request, rt.settings.max_body_bytes))
         events = validate_learn(data, rt.ctx)
+        if rt.rate_limiter is not None:  # before late labels take (consume) their predictions
+            try:
+                await rt.rate_limiter.enforce(request, len(events))
+            except RateLimited as exc:
+                exc.extra["reason"] = "rate_limited"  # counted below, not sent
+                raise
         return await _records(rt, events, batched=isinstance(data, dict) and "events" in data)
     except ServiceError as exc:
         reason = (
@@ -141,21 +141,32 @@ async def _validated_records(request: Request, rt: Runtime) -> list[dict[str, An
 async def _records(rt: Runtime, events: list[LearnEvent], batched: bool) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     taken: list[tuple[str, dict[str, Any]]] = []
+    taken_served: list[dict[str, Any] | None] = []
     for i, event in enumerate(events):
         features = event.features
+        served = None
         if features is None:
             assert event.prediction_id is not None
-            features = await rt.store.take_prediction(event.prediction_id)
+            features, served = await rt.store.take_prediction_served(event.prediction_id)
             if features is None:
                 if taken:  # give back what this request consumed: it learns nothing
-                    await rt.store.save_predictions(taken, rt.settings.prediction_ttl_s or 60)
+                    kept = [s for s in taken_served if s is not None]
+                    await rt.store.save_predictions(
+                        taken,
+                        rt.settings.prediction_ttl_s or 60,
+                        served=kept if len(kept) == len(taken) else None,
+                    )
                 field = f"events[{i}].prediction_id" if batched else "prediction_id"
                 raise BadRequest(
                     f"{field}: unknown or expired prediction {event.prediction_id!r}",
                     reason="unknown_prediction",
                 )
             taken.append((event.prediction_id, features))
+            taken_served.append(served)
         record: dict[str, Any] = {"features": features, "label": event.label}
+        if served is not None:  # production scoring (service/production.py) and label delay
+            record["served"] = served
+            rt.metrics.label_delay.observe(max(0.0, time.time() - float(served["t"])))
         if event.id is not None:
             record["id"] = event.id
         if event.timestamp is not None:

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from service.deps import ReadKey, Rt, Runtime, read_body
 from service.logs import log_event
+from service.production import served_record
 from service.schemas import (
     EXAMPLE_TRANSACTION,
     ErrorResponse,
@@ -113,7 +114,12 @@ async def _predict(rt: Runtime, features: list[dict[str, Any]]) -> list[dict[str
     classes = rt.classes
     ids = [uuid.uuid4().hex for _ in features]
     if rt.settings.prediction_ttl_s > 0:
-        await _save(rt, ids, features)
+        now = time.time()
+        served = [
+            served_record(row, label, version, now)
+            for row, label in zip(probs.tolist(), labels.tolist(), strict=True)
+        ]
+        await _save(rt, ids, features, served)
     rt.metrics.predictions.inc(len(features))
     return [
         {
@@ -126,11 +132,14 @@ async def _predict(rt: Runtime, features: list[dict[str, Any]]) -> list[dict[str
     ]
 
 
-async def _save(rt: Runtime, ids: list[str], features: list[dict[str, Any]]) -> None:
-    """Keep features for late labels; a Redis outage must not stop predictions."""
+async def _save(
+    rt: Runtime, ids: list[str], features: list[dict[str, Any]], served: list[dict[str, Any]]
+) -> None:
+    """Keep features (and what was served) for late labels; a Redis outage must not stop
+    predictions."""
     try:
         await rt.store.save_predictions(
-            list(zip(ids, features, strict=True)), rt.settings.prediction_ttl_s
+            list(zip(ids, features, strict=True)), rt.settings.prediction_ttl_s, served=served
         )
     except (RedisError, OSError) as exc:
         log_event(

@@ -31,7 +31,7 @@ async def state(rt: Rt) -> ORJSONResponse:
         "model_version": view["model_version"],
         "checkpoint_version": view["checkpoint_version"],
         "checkpoint_time": view["checkpoint_time"],
-        "strategy": settings.strategy,
+        "strategy": view["strategy"],
         "network": settings.network,
         "role": settings.role,
         "classes": classes,
@@ -44,5 +44,6 @@ async def state(rt: Rt) -> ORJSONResponse:
         "clipped_steps": view["clipped_steps"],
         "stream_lag": lag,
         "prequential": view["quality"],
+        "production": view["production"],  # served predictions scored by late labels
     }
     return ORJSONResponse(body)

@@ -52,7 +52,14 @@ async def _drive_traffic(client: httpx.AsyncClient) -> str:
     assert response.status_code == 422, response.text
     response = await client.get("/predict", params={"amount": 950.0, "mcc": "4829"})
     assert response.status_code == 200, response.text
+    fraud_id = response.json()["prediction_id"]
     response = await client.post("/predict", json={"events": [{"features": {"amount": 12.0}}]})
+    assert response.status_code == 200, response.text
+    legit_id = response.json()["predictions"][0]["prediction_id"]
+    # Late labels for both: production performance (both classes, so PR-AUC) and label delay.
+    late = {"events": [{"prediction_id": fraud_id, "label": "fraud"},
+                       {"prediction_id": legit_id, "label": "legit"}]}  # fmt: skip
+    response = await client.post("/learn?wait=true", json=late)
     assert response.status_code == 200, response.text
     response = await client.get("/metrics")
     assert response.status_code == 200

@@ -37,6 +37,7 @@ COUNTERS = {
     "streambalance_steps_clipped_total",
     "streambalance_drift_detections_total",
     "streambalance_dead_letters_total",
+    "streambalance_production_scored_total",
     "http_requests_total",
 }
 GAUGES = {
@@ -54,12 +55,17 @@ GAUGES = {
     "streambalance_stream_lag_events",
     "streambalance_model_version",
     "streambalance_checkpoint_age_seconds",
+    "streambalance_production_recall",
+    "streambalance_production_precision",
+    "streambalance_production_g_mean",
+    "streambalance_production_pr_auc",
 }
 HISTOGRAMS = {
     "streambalance_learn_latency_seconds",
     "streambalance_predict_latency_seconds",
     "streambalance_learner_step_seconds",
     "streambalance_learner_batch_size",
+    "streambalance_label_delay_seconds",
     "http_request_duration_seconds",
 }
 EXPORTED_SERIES = (
@@ -416,6 +422,9 @@ def test_dashboard_shows_what_operators_need() -> None:
         "streambalance_stream_lag_events",
         "streambalance_model_version",
         "streambalance_checkpoint_age_seconds",
+        "streambalance_production_recall",
+        "streambalance_production_precision",
+        "streambalance_label_delay_seconds_bucket",
     }
     assert not required - names, f"missing from the dashboard: {required - names}"
     exprs = dashboard_exprs()
