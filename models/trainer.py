@@ -63,14 +63,14 @@ class TrainerConfig:
     hidden: tuple[int, ...] = (64,)
     n_bits: int = 18
     optimizer: str = "sgd"
-    lr: float = 0.05
+    lr: float = 0.2
     strategy: str = "rescaled"
     strategy_params: dict[str, Any] = field(default_factory=dict)
-    half_life: float = 2000.0
+    half_life: float = 10000.0
     time_half_life: float | None = None
     floor: float = 1e-4
     gamma: float = 1.0
-    r_max: float = 10.0
+    r_max: float = 100.0
     smoothing: float = 0.05
     max_rel_change: float | None = None
     factor_scheme: str = "inverse"

@@ -69,8 +69,10 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        # Longest first, so a secret containing another is masked whole.
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        # Longest first, so a secret containing another is masked whole; each also in its
+        # JSON-escaped spelling (a key with a quote or backslash is escaped in the line).
+        forms = {f for s in secrets if s for f in (s, orjson.dumps(s).decode()[1:-1])}
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {

@@ -104,12 +104,12 @@ class Settings(BaseSettings):
     network: Literal["logreg", "mlp"] = "logreg"
     hidden: Annotated[list[int], NoDecode] = [64]
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(default=0.05, gt=0.0, le=10.0)
-    half_life: float = Field(default=2000.0, gt=0.0)
+    lr: float = Field(default=0.2, gt=0.0, le=10.0)
+    half_life: float = Field(default=10000.0, gt=0.0)
     time_half_life: float | None = Field(default=None, gt=0.0)
     floor: float = Field(default=1e-4, gt=0.0, lt=0.5)
     gamma: float = Field(default=1.0, ge=0.0, le=4.0)
-    r_max: float = Field(default=10.0, ge=1.0)
+    r_max: float = Field(default=100.0, ge=1.0)
     smoothing: float = Field(default=0.05, gt=0.0, le=1.0)
     max_rel_change: float | None = Field(default=None, gt=0.0)
     max_event_loss: float = Field(default=10.0, gt=0.0)

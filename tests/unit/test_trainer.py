@@ -45,10 +45,18 @@ def train(trainer: StreamTrainer, features: list[dict], labels: list[int], batch
 # -- config ------------------------------------------------------------------------------
 
 
-def test_config_defaults_are_the_documented_safe_ones() -> None:
+def test_config_defaults_are_the_benchmark_chosen_ones() -> None:
+    # Chosen by bench/quality.py (README, "The decision"); the service's defaults match.
+    from service.settings import Settings
+
     c = TrainerConfig(classes=CLASSES)
-    assert (c.strategy, c.network, c.optimizer, c.lr) == ("rescaled", "logreg", "sgd", 0.05)
-    assert (c.half_life, c.gamma, c.r_max, c.smoothing) == (2000.0, 1.0, 10.0, 0.05)
+    assert (c.strategy, c.network, c.optimizer, c.lr) == ("rescaled", "logreg", "sgd", 0.2)
+    assert (c.half_life, c.gamma, c.r_max, c.smoothing) == (10000.0, 1.0, 100.0, 0.05)
+    assert c.numeric_bins == 16
+    s = Settings().trainer_config()
+    for name in ("strategy", "network", "optimizer", "lr", "half_life", "gamma", "r_max",
+                 "smoothing", "numeric_bins"):  # fmt: skip
+        assert getattr(s, name) == getattr(c, name), name
     assert c.decision == "balanced" and c.time_half_life is None
 
 
