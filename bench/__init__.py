@@ -1,1 +1,2 @@
-"""Benchmarks: learning quality (`python -m bench.quality`) and throughput (`python -m bench.throughput`)."""
+"""Benchmarks: learning quality (`python -m bench.quality`) and throughput
+(`python -m bench.throughput`)."""
