@@ -80,9 +80,15 @@ def stream_order(
 
 
 def ema_reference(
-    ordered: Sequence[dict[str, Any]], half_life: float = 2000.0, floor: float = 1e-4
+    ordered: Sequence[dict[str, Any]], half_life: float | None = None, floor: float | None = None
 ) -> tuple[list[float], float, list[float]]:
-    """(m, norm, frequencies) that models.frequency computes for these labels in this order."""
+    """(m, norm, frequencies) that models.frequency computes for these labels in this order
+    (with the service's default half-life and floor unless given)."""
+    from service.settings import Settings
+
+    defaults = Settings.model_fields
+    half_life = defaults["half_life"].default if half_life is None else half_life
+    floor = defaults["floor"].default if floor is None else floor
     labels = [
         CLASSES.index(e["label"]) if isinstance(e["label"], str) else e["label"] for e in ordered
     ]

@@ -86,7 +86,7 @@ def test_redacted_settings_hide_the_key_and_url_passwords() -> None:
     text = orjson.dumps(config).decode()
     assert KEY not in text and "pa55word" not in text
     assert config["api_key"] == "***" and config["redis_url"] == "redis://:***@cache:6379/0"
-    assert config["classes"] == ["legit", "fraud"] and config["half_life"] == 2000.0
+    assert config["classes"] == ["legit", "fraud"] and config["half_life"] == settings.half_life
     assert set(secrets_of(settings)) == {KEY, "pa55word"}
     assert redacted_settings(Settings())["api_key"] is None
 
