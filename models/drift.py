@@ -49,6 +49,8 @@ __all__ = [
     "DriftMonitor",
     "ema_difference_std",
     "psi",
+    "psi_against",
+    "psi_reference",
 ]
 
 OK, WARNING, DRIFT = "ok", "warning", "drift"
@@ -77,16 +79,37 @@ def psi(
     """
     if bins < 2:
         raise ValueError(f"bins must be >= 2, got {bins!r}")
-    ref = np.asarray(reference, dtype=np.float64)
     cur = np.asarray(recent, dtype=np.float64)
-    if ref.size == 0 or cur.size == 0:
+    if cur.size == 0:
+        raise ValueError("psi needs non-empty reference and recent samples")
+    return psi_against(psi_reference(reference, bins, eps), cur, eps)
+
+
+def psi_reference(
+    reference: Sequence[float] | np.ndarray, bins: int = 10, eps: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's half of ``psi``: (bin edges, expected shares floored at eps).
+
+    Computed once per reference window and reused while it stays the same (a sort of the
+    whole window per learner step otherwise).
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.size == 0:
         raise ValueError("psi needs non-empty reference and recent samples")
     edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
     n_bins = edges.size + 1
     expected = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=n_bins) / ref.size
-    actual = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=n_bins) / cur.size
-    expected = np.maximum(expected, eps)
-    actual = np.maximum(actual, eps)
+    return edges, np.maximum(expected, eps)
+
+
+def psi_against(
+    reference: tuple[np.ndarray, np.ndarray], recent: np.ndarray, eps: float = 1e-4
+) -> float:
+    """``psi`` of ``recent`` against a ``psi_reference`` result (same arithmetic)."""
+    edges, expected = reference
+    cur = np.asarray(recent, dtype=np.float64)
+    actual = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=edges.size + 1)
+    actual = np.maximum(actual / cur.size, eps)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
@@ -419,6 +442,7 @@ class _PsiSignal(_Signal):
         self._seen = 0
         self.minority: int | None = None
         self._reference: list[float] = []
+        self._reference_bins: tuple[np.ndarray, np.ndarray] | None = None  # psi_reference
         self._recent: deque[float] = deque(maxlen=window)
         self._value: float | None = None
         self._since_detection: int | None = None
@@ -437,6 +461,7 @@ class _PsiSignal(_Signal):
         room = self.window - len(self._reference)
         if room > 0:
             self._reference.extend(scores[:room])
+            self._reference_bins = None
             scores = scores[room:]
         self._recent.extend(scores)
         if self._since_detection is not None:
@@ -444,11 +469,14 @@ class _PsiSignal(_Signal):
             if self._since_detection >= self.window:
                 # The recent window is all post-change scores: adopt it as the new normal.
                 self._reference = list(self._recent)
+                self._reference_bins = None
                 self._since_detection = None
         if len(self._recent) < self.window:
             return False
         previous = self.state(event)
-        self._value = psi(self._reference, self._recent, self.bins)
+        if self._reference_bins is None:
+            self._reference_bins = psi_reference(self._reference, self.bins)
+        self._value = psi_against(self._reference_bins, np.asarray(self._recent))
         if self._value >= self.drift and previous != DRIFT:
             self._since_detection = 0
             self._detected(event, now)
@@ -481,6 +509,7 @@ class _PsiSignal(_Signal):
         self._seen = int(state["seen"])
         self.minority = None if state["minority"] is None else int(state["minority"])
         self._reference = [float(v) for v in state["reference"]]
+        self._reference_bins = None
         self._recent = deque((float(v) for v in state["recent"]), maxlen=self.window)
         self._value = None if state["value"] is None else float(state["value"])
         sd = state["since_detection"]

@@ -23,6 +23,7 @@ empty bag, which EmbeddingBag maps to zeros, so the network's bias alone decides
 
 from __future__ import annotations
 
+import array
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,7 @@ __all__ = [
     "FeatureBatch",
     "FeatureError",
     "HashingFeaturizer",
+    "as_tensor",
     "bin_index",
     "stable_hash",
 ]
@@ -92,6 +94,26 @@ def stable_hash(key: str, n_bits: int) -> int:
     """
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << n_bits) - 1)
+
+
+_DTYPES = {"q": torch.int64, "f": torch.float32}
+
+
+def as_tensor(values: list[int] | list[float], typecode: str) -> torch.Tensor:
+    """A 1-D int64 ("q") or float32 ("f") tensor of ``values``, equal to ``torch.tensor``'s.
+
+    Through a C array (one C-level conversion) it is about 3x cheaper than
+    ``torch.tensor(list)``, which inspects every element; float32 rounding is the same C
+    cast either way.
+
+    >>> as_tensor([1, 2], "q").tolist(), as_tensor([0.1], "f").item() == torch.tensor([0.1]).item()
+    ([1, 2], True)
+    >>> as_tensor([], "f").shape
+    torch.Size([0])
+    """
+    if not values:
+        return torch.empty(0, dtype=_DTYPES[typecode])
+    return torch.frombuffer(array.array(typecode, values), dtype=_DTYPES[typecode])
 
 
 @dataclass(frozen=True)
@@ -179,9 +201,22 @@ class HashingFeaturizer:
         If any event is invalid nothing is changed: stats touched by earlier events of the
         batch are restored before FeatureError propagates.
         """
+        indices, offsets, weights = self.encode(batch, update=update)
+        return FeatureBatch(
+            indices=as_tensor(indices, "q"),
+            offsets=as_tensor(offsets, "q"),
+            weights=as_tensor(weights, "f"),
+            size=len(offsets),
+        )
+
+    def encode(
+        self, batch: Sequence[Mapping[str, object]], *, update: bool = False
+    ) -> tuple[list[int], list[int], list[float]]:
+        """``transform`` as plain lists (indices, offsets, weights), no tensors built: the
+        serving fast path of small batches skips torch entirely."""
         touched: dict[str, list[float] | None] | None = {} if update else None
         try:
-            return self._transform(batch, touched)
+            return self._encode(batch, touched)
         except FeatureError:
             if touched:
                 for name, old in touched.items():
@@ -191,7 +226,9 @@ class HashingFeaturizer:
                         self._stats[name] = old
             raise
 
-    def _transform(self, batch: Sequence[Mapping[str, Any]], touched: dict | None) -> FeatureBatch:
+    def _encode(
+        self, batch: Sequence[Mapping[str, Any]], touched: dict | None
+    ) -> tuple[list[int], list[int], list[float]]:
         indices: list[int] = []
         weights: list[float] = []
         offsets: list[int] = []
@@ -201,6 +238,8 @@ class HashingFeaturizer:
         n_bins = self.numeric_bins
         bin_slots = self._bin_slots
         isfinite = math.isfinite
+        two_range = 2.0 * BIN_RANGE
+        last_bin = n_bins - 1
         for features in batch:
             offsets.append(len(indices))
             if type(features) is not dict and not isinstance(features, Mapping):
@@ -246,7 +285,11 @@ class HashingFeaturizer:
                         names_bins = bin_slots.get(name)
                         if names_bins is None:
                             names_bins = self._bins_of(name)
-                        indices.append(names_bins[bin_index(z, n_bins)])
+                        # bin_index(z, n_bins), inlined (same arithmetic): the hot loop
+                        k = int((z + BIN_RANGE) * n_bins / two_range)
+                        indices.append(
+                            names_bins[0 if k < 0 else (last_bin if k > last_bin else k)]
+                        )
                         weights.append(1.0)
                 elif t is str:
                     if type(name) is not str:
@@ -265,21 +308,16 @@ class HashingFeaturizer:
                     kind, x = _check_value(name, value)
                     if kind == "num":
                         # A numeric subclass (e.g. numpy.float64): re-run as a plain number.
-                        sub = self._transform([{name: x}], touched)
-                        indices.extend(sub.indices.tolist())
-                        weights.extend(sub.weights.tolist())
+                        sub_indices, _, sub_weights = self._encode([{name: x}], touched)
+                        indices.extend(sub_indices)
+                        weights.extend(sub_weights)
                     elif kind == "str":
                         indices.append(self._slot(f"{name}={x}"))
                         weights.append(1.0)
                     elif kind == "bool":
                         indices.append(self._slot(name))
                         weights.append(x)
-        return FeatureBatch(
-            indices=torch.tensor(indices, dtype=torch.int64),
-            offsets=torch.tensor(offsets, dtype=torch.int64),
-            weights=torch.tensor(weights, dtype=torch.float32),
-            size=len(offsets),
-        )
+        return indices, offsets, weights
 
     # -- introspection -----------------------------------------------------------------
     def standardize(self, name: str, value: float) -> float:

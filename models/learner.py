@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from models.features import HashingFeaturizer
-from models.networks import NETWORKS, build_network
+from models.networks import NETWORKS, LogisticRegression, build_network
 from models.strategies import StepContext, Strategy, build_strategy
 
 __all__ = ["OPTIMIZERS", "OnlineLearner", "SparseDenseAdam", "StepStats", "cap_scale"]
@@ -146,6 +147,7 @@ class OnlineLearner:
         self.clipped_steps = 0
         self.events_seen = 0
         self._class_counts = torch.zeros(self.n_classes, dtype=torch.float64)
+        self._calibration_cache: tuple[tuple, list[float]] | None = None
 
     @property
     def class_counts(self) -> list[float]:
@@ -157,13 +159,38 @@ class OnlineLearner:
         """Raw logits [B, K]; never updates featurizer statistics."""
         batch = self.featurizer.transform(features, update=False)
         with torch.inference_mode():
-            self.network.eval()
+            if self.network.training:  # Module.eval() walks every submodule: skip if set
+                self.network.eval()
             return self.network(batch)
 
     def predict_proba(self, features: Sequence[Mapping[str, object]]) -> np.ndarray:
         """The model's own softmax [B, K] (float64). Not calibrated: for strategies that
         reweight classes the caller divides by ``calibration_factors`` and renormalizes."""
+        if len(features) and isinstance(self.network, LogisticRegression):
+            return self._logreg_proba(features)
         return torch.softmax(self.logits(features).to(torch.float64), dim=1).numpy()
+
+    def _logreg_proba(self, features: Sequence[Mapping[str, object]]) -> np.ndarray:
+        """``predict_proba`` of a logistic regression, minus the module overhead.
+
+        The same kernel on the same inputs (``F.embedding_bag`` on the layer's weight, then
+        ``+ bias`` and a float64 softmax: what ``LogisticRegression.forward`` computes), but
+        without the module dispatch and the ``eval()`` walk over submodules: for one event
+        those cost more than the arithmetic. The layer has no train/eval-dependent part, so
+        its mode is left as it is. ``tests/unit/test_fast_predict.py`` checks it equals the
+        torch module path bit for bit.
+        """
+        batch = self.featurizer.transform(features, update=False)
+        with torch.inference_mode():
+            out = F.embedding_bag(
+                batch.indices,
+                self.network.linear.weight,
+                batch.offsets,
+                mode="sum",
+                per_sample_weights=batch.weights,
+            )
+            logits = out + self.network.bias
+            return torch.softmax(logits.to(torch.float64), dim=1).numpy()
 
     def calibration_factors(
         self,
@@ -178,8 +205,21 @@ class OnlineLearner:
         ``oob``: its Poisson rates; ``none``/``focal``: ones. Pass them to
         ``models.calibration.prior_correct`` to get probabilities under the current prior.
         """
+        # Served on every prediction, but the inputs change only with a learning step:
+        # remember the last answer (a pure function of these vectors and the strategy).
+        key = (
+            tuple(factors),
+            tuple(priors),
+            None if counts is None else tuple(counts),
+            tuple(self._class_counts.tolist()) if counts is None else None,
+        )
+        cached = self._calibration_cache
+        if cached is not None and cached[0] == key:
+            return list(cached[1])
         ctx = self._context(factors, priors, counts, self._class_counts)
-        return self.strategy.calibration_factors(ctx).tolist()
+        out = self.strategy.calibration_factors(ctx).tolist()
+        self._calibration_cache = (key, out)
+        return list(out)
 
     # -- learning ----------------------------------------------------------------------
     def learn(
@@ -203,7 +243,8 @@ class OnlineLearner:
         if batch.size == 0:
             return StepStats(0.0, [0.0] * k, [0.0] * k, 0.0, False, False, 0)
 
-        self.network.train()
+        if not self.network.training:
+            self.network.train()
         logits = self.network(batch)
         raw = self.strategy.event_loss(logits, y, ctx)
         per_event = raw * cap_scale(raw, self.max_event_loss) * self.strategy.event_weights(y, ctx)
@@ -394,6 +435,7 @@ class OnlineLearner:
             group["lr"] = self.lr
         if cfg.get("strategy") == self.strategy_name:
             self.strategy.load_state_dict(state.get("strategy", {}))
+        self._calibration_cache = None
         self.generator.set_state(state["generator"])
         self._class_counts = state["class_counts"].to(torch.float64).clone()
         counters = state.get("counters", {})

@@ -85,11 +85,13 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self._queue.append((commands, future))
-        if self._flusher is None:
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
             self._flusher = loop.create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
+        batch: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
@@ -104,6 +106,11 @@ class GroupCommit:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
+                except BaseException:  # cancelled (the loop is shutting down): nobody hangs
+                    for _, fut in batch + self._queue:
+                        fut.cancel()
+                    self._queue = []
+                    raise
                 at = 0
                 for cmds, fut in batch:
                     mine = replies[at : at + len(cmds)]
@@ -116,7 +123,8 @@ class GroupCommit:
                     else:
                         fut.set_result(mine)
         finally:
-            self._flusher = None
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if len(commands) == 1:  # alone: a plain command is cheaper than a pipeline
