@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import random
+from abc import ABC, abstractmethod
 import time as _time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -154,7 +155,7 @@ def _ema_path(m0: float, x: np.ndarray, decay: float) -> np.ndarray:
     return out
 
 
-class _Signal:
+class _Signal(ABC):
     """Bookkeeping every signal shares: detections and the last one's time and event."""
 
     detector = ""
@@ -170,11 +171,11 @@ class _Signal:
         self.last_at = now
         self.last_event = event
 
-    def state(self, event: int) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def state(self, event: int) -> str: ...
 
-    def value(self) -> float | None:
-        raise NotImplementedError
+    @abstractmethod
+    def value(self) -> float | None: ...
 
     def report(self, event: int) -> dict[str, Any]:
         return {
