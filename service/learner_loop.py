@@ -121,6 +121,8 @@ class Learner:
         self._unacked: list[str] = []
         self._unacked_set: set[str] = set()
         self._steps_since_checkpoint = 0
+        # set after a Redis error: re-read our pending entries before reading new ones
+        self._resync_pending = False
         self._last_checkpoint = time.monotonic()
         self._last_claim = time.monotonic()
         self.ema_state: dict[str, Any] = initial_ema_state(len(settings.classes))
@@ -255,6 +257,13 @@ class Learner:
                     continue
                 if not await self._renew():
                     continue
+                if self._resync_pending:
+                    # A read whose reply was lost in a connection drop left its entries in
+                    # our pending list, where '>' never returns them: take them back first.
+                    entries = await self.rt.store.pending(self.consumer)
+                    self._resync_pending = False
+                    if entries:
+                        await self.apply(entries)
                 entries = await self.rt.store.read_batch(
                     self.consumer, self.max_batch, self.block_ms
                 )
@@ -267,6 +276,7 @@ class Learner:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                self._resync_pending = True
                 self.rt.metrics.learner_errors.labels("redis").inc()
                 log.warning("learner: Redis error (%s); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)
