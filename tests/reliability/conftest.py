@@ -14,18 +14,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
-from service.app import create_app
-from service.settings import Settings
+# The in-process app harness (`running`, `make_settings`) is the end-to-end suite's: one copy.
+from tests.e2e.conftest import make_settings, running  # noqa: F401
 
 BIN = Path(sys.executable).parent / "streambalance"
 
@@ -155,30 +152,3 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
         proc.stop(timeout=20)
 
 
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The real app in-process (lifespan included) behind an httpx client."""
-    app = create_app(settings)
-    async with (
-        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://sb"
-        ) as client,
-    ):
-        yield app, client
-
-
-@pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings for an in-process app (embedded Redis in tmp_path unless redis_url is given)."""
-
-    def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "data_dir": tmp_path / "app-data",
-            "batch_max_wait_ms": 5,
-            "redis_url": None,
-        }
-        values.update(overrides)
-        return Settings(**values)
-
-    return make
