@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from models.features import HashingFeaturizer
 from models.networks import NETWORKS, LogisticRegression, build_network
 from models.strategies import StepContext, Strategy, build_strategy
 
-__all__ = ["OPTIMIZERS", "OnlineLearner", "SparseDenseAdam", "StepStats", "cap_scale"]
+__all__ = ["OPTIMIZERS", "OnlineLearner", "PlainSGD", "SparseDenseAdam", "StepStats", "cap_scale"]
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -131,8 +131,7 @@ class OnlineLearner:
             network, self.featurizer.n_inputs, n_classes, self.hidden, generator=init_gen
         )
         if optimizer == "sgd":
-            # Plain SGD (no momentum) applies the sparse first-layer gradient as is.
-            self.optimizer: torch.optim.Optimizer | SparseDenseAdam = torch.optim.SGD(
+            self.optimizer: PlainSGD | SparseDenseAdam = PlainSGD(
                 self.network.parameters(), lr=self.lr
             )
         else:
@@ -460,6 +459,74 @@ def _norm(grads: Sequence[torch.Tensor]) -> float:
         return 0.0
     norms = [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g) for g in grads]
     return float(torch.linalg.vector_norm(torch.stack(norms)))
+
+
+class PlainSGD:
+    """SGD without momentum or weight decay: ``p -= lr * p.grad``, sparse gradients as is.
+
+    The same arithmetic as ``torch.optim.SGD(params, lr)`` (its per-tensor path does
+    ``p.add_(grad, alpha=-lr)``; foreach is not used for sparse or CPU tensors), so the
+    parameters match it bit for bit (tests/unit/test_learner.py). It exists for start-up
+    time: constructing any ``torch.optim`` optimizer imports ``torch._dynamo``, about 0.9 s
+    of CPU, and the service must be ready within 3 s. Its ``state_dict`` has the
+    ``torch.optim`` shape, so snapshots written with ``torch.optim.SGD`` still load.
+
+    >>> p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    >>> p.grad = torch.tensor([0.5, -1.0])
+    >>> opt = PlainSGD([p], lr=0.1)
+    >>> opt.step()
+    >>> p.detach().tolist()
+    [0.949999988079071, 2.0999999046325684]
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float) -> None:
+        self.param_groups: list[dict[str, Any]] = [{"params": list(params), "lr": float(lr)}]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-group["lr"])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.zero_()
+
+    def state_dict(self) -> dict:
+        """``{"state": {}, "param_groups": [{"lr", "momentum": 0, ..., "params": [i...]}]}``."""
+        groups, start = [], 0
+        for group in self.param_groups:
+            n = len(group["params"])
+            groups.append(
+                {
+                    "lr": group["lr"],
+                    "momentum": 0,
+                    "dampening": 0,
+                    "weight_decay": 0,
+                    "nesterov": False,
+                    "maximize": False,
+                    "params": list(range(start, start + n)),
+                }
+            )
+            start += n
+        return {"state": {}, "param_groups": groups}
+
+    def load_state_dict(self, state: dict) -> None:
+        groups = state["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+            len(g["params"]) != len(mine["params"])
+            for g, mine in zip(groups, self.param_groups, strict=True)
+        ):
+            raise ValueError("optimizer state does not match this network's parameters")
+        if state.get("state") or any(g.get("momentum", 0) for g in groups):
+            raise ValueError("optimizer state has momentum; PlainSGD has none")
+        for g, mine in zip(groups, self.param_groups, strict=True):
+            mine["lr"] = float(g["lr"])
 
 
 class SparseDenseAdam:

@@ -358,3 +358,36 @@ def test_zero_gradient_batch_does_not_move_adam():
     stats = m.learn([EVENT], [0], FACTORS, PRIORS)
     assert stats.grad_norm == 0.0 and not stats.skipped
     assert all(torch.equal(a, b) for a, b in zip(params(m), before, strict=True))
+
+
+@pytest.mark.parametrize("network", ["logreg", "mlp"])
+def test_plain_sgd_moves_parameters_exactly_like_torch_sgd(network):
+    """PlainSGD replaces torch.optim.SGD (start-up time); the arithmetic must be the same."""
+    ours = OnlineLearner(2, network=network, n_bits=10, seed=3, lr=0.3)
+    theirs = OnlineLearner(2, network=network, n_bits=10, seed=3, lr=0.3)
+    theirs.optimizer = torch.optim.SGD(theirs.network.parameters(), lr=0.3)
+    start = params(ours)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        events = [
+            {"amount": float(rng.normal()), "mcc": str(rng.integers(20)), "n": int(i)}
+            for i in range(17)
+        ]
+        labels = rng.integers(0, 2, size=17).tolist()
+        ours.learn(events, labels, FACTORS, PRIORS)
+        theirs.learn(events, labels, FACTORS, PRIORS)
+    for a, b in zip(params(ours), params(theirs), strict=True):
+        assert torch.equal(a, b)
+    assert all(not torch.equal(a, b) for a, b in zip(params(ours), start, strict=True))
+
+
+def test_plain_sgd_loads_a_torch_sgd_state_and_refuses_momentum():
+    m = learner("rescaled")
+    torch_state = torch.optim.SGD(m.network.parameters(), lr=0.7).state_dict()
+    m.optimizer.load_state_dict(torch_state)
+    assert m.optimizer.param_groups[0]["lr"] == 0.7
+    mine = m.optimizer.state_dict()["param_groups"][0]
+    assert mine["params"] == torch_state["param_groups"][0]["params"]
+    with_momentum = torch.optim.SGD(m.network.parameters(), lr=0.1, momentum=0.9).state_dict()
+    with pytest.raises(ValueError, match="momentum"):
+        m.optimizer.load_state_dict(with_momentum)
