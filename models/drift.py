@@ -97,6 +97,13 @@ def _import_river_detectors() -> tuple[type, type]:
 ADWIN, PageHinkley = _import_river_detectors()
 
 OK, WARNING, DRIFT = "ok", "warning", "drift"
+
+
+def _floats(values: Any) -> list[float]:
+    """A float list from a tensor or a list (snapshots before tensors held lists)."""
+    if isinstance(values, torch.Tensor):
+        return values.to(torch.float64).reshape(-1).tolist()
+    return [float(v) for v in values]
 # Numeric codes for the Prometheus gauge streambalance_drift_state{signal}.
 STATE_CODES = {OK: 0, WARNING: 1, DRIFT: 2}
 
@@ -540,8 +547,9 @@ class _PsiSignal(_Signal):
             "counts": list(self._counts),
             "seen": self._seen,
             "minority": self.minority,
-            "reference": list(self._reference),
-            "recent": list(self._recent),
+            # Tensors: far cheaper to pickle than 1,000-float lists (checkpoints run on the loop).
+            "reference": torch.tensor(self._reference, dtype=torch.float64),
+            "recent": torch.tensor(list(self._recent), dtype=torch.float64),
             "value": self._value,
             "since_detection": self._since_detection,
         }
@@ -551,9 +559,9 @@ class _PsiSignal(_Signal):
         self._counts = [int(c) for c in state["counts"]]
         self._seen = int(state["seen"])
         self.minority = None if state["minority"] is None else int(state["minority"])
-        self._reference = [float(v) for v in state["reference"]]
+        self._reference = _floats(state["reference"])
         self._reference_bins = None
-        self._recent = deque((float(v) for v in state["recent"]), maxlen=self.window)
+        self._recent = deque(_floats(state["recent"]), maxlen=self.window)
         self._value = None if state["value"] is None else float(state["value"])
         sd = state["since_detection"]
         self._since_detection = None if sd is None else int(sd)

@@ -83,8 +83,13 @@ class ProductionScorer:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """`{"scored": int, "metrics": PrequentialMetrics.state_dict()}` (JSON-able)."""
-        return {"scored": self.scored, "metrics": self.metrics.state_dict()}
+        """`{"scored": int, "metrics": PrequentialMetrics.state_dict()}`, its tensors as lists:
+        this goes into the checkpoint's JSON meta."""
+        metrics = {
+            key: value.tolist() if hasattr(value, "tolist") else value
+            for key, value in self.metrics.state_dict().items()
+        }
+        return {"scored": self.scored, "metrics": metrics}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.metrics.load_state_dict(state["metrics"])
