@@ -508,7 +508,6 @@ def learn_until(
 # out makes the table show where the time actually goes.
 _FRAMEWORK = (
     "uvicorn/", "fastapi/", "starlette/", "click/", "anyio/", "asyncio/", "<frozen runpy>",
-    "prometheus_fastapi_instrumentator/middleware",
 )  # fmt: skip
 
 

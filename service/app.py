@@ -18,7 +18,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic.json_schema import models_json_schema
 from redis.exceptions import RedisError
 
@@ -166,32 +165,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = None
     metrics.attach_model(lambda: _view(app))
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, http_metrics=metrics.http, excluded_paths=["/metrics"])
     for router in ROUTERS:
         app.include_router(router)
-    Instrumentator(
-        registry=metrics.registry,
-        excluded_handlers=["/metrics"],
-        should_group_status_codes=False,
-    ).instrument(
-        app,
-        latency_highr_buckets=(
-            0.0005,
-            0.001,
-            0.0025,
-            0.005,
-            0.01,
-            0.025,
-            0.05,
-            0.1,
-            0.25,
-            0.5,
-            1,
-            2.5,
-            10,
-        ),
-        latency_lowr_buckets=(0.001, 0.01, 0.1, 1),
-    )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -29,7 +29,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["DRIFT_STATE_VALUES", "ModelView", "ServiceMetrics"]
+__all__ = ["DRIFT_STATE_VALUES", "HttpMetrics", "ModelView", "ServiceMetrics"]
 
 DRIFT_STATE_VALUES = {"ok": 0, "warning": 1, "drift": 2}
 _LATENCY_BUCKETS = (
@@ -57,6 +57,49 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 _DELAY_BUCKETS = (1.0, 10.0, 60.0, 600.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0, 1209600.0)
 
 ModelView = dict[str, Any]  # see deps.Runtime.model_view: what the collector reads
+
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class HttpMetrics:
+    """Requests and latency per route, under the names prometheus-fastapi-instrumentator
+    used (`http_requests_total{handler,method,status}`,
+    `http_request_duration_seconds{handler,method}`), so dashboards carry over.
+
+    Recorded by `service.logs.RequestIdMiddleware` once the response is sent. `handler` is
+    the route's path template, or "none" when no route matched, and unknown methods count as
+    "other": a client cannot grow the number of series. Each label set's children are
+    cached: `.labels()` costs more than the increment itself on the hot path.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["handler", "method", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request handling time, by route template and method.",
+            ["handler", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, handler: str, method: str, status: int, seconds: float) -> None:
+        key = (handler, method, status)
+        children = self._children.get(key)
+        if children is None:
+            label_method = method if method in _HTTP_METHODS else "other"
+            children = (
+                self.requests.labels(handler, label_method, str(status)),
+                self.duration.labels(handler, label_method),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class _ModelCollector(Collector):
@@ -202,6 +245,7 @@ class ServiceMetrics:
         # `_created` samples double the series count and no dashboard reads them.
         disable_created_metrics()
         r = self.registry = CollectorRegistry()
+        self.http = HttpMetrics(r)
         self.events_rejected = Counter(
             "streambalance_events_rejected",
             "Events rejected before reaching the stream.",

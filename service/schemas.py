@@ -39,6 +39,7 @@ __all__ = [
     "ValidationContext",
     "parse_json",
     "query_features",
+    "query_flag",
     "validate_learn",
     "validate_predict",
 ]
@@ -400,6 +401,36 @@ def parse_scalar(text: str) -> int | float | str:
     if match.group(1) is None and match.group(2) is None:
         return int(text)
     return float(text)
+
+
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
+def query_flag(params: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """A boolean query parameter, read the way pydantic reads one (case-insensitive
+    true/false, 1/0, yes/no, on/off, t/f, y/n); anything else is a 422 naming the parameter.
+
+    >>> query_flag({"wait": "True"}, "wait"), query_flag({}, "wait")
+    (True, False)
+    >>> query_flag({"wait": "maybe"}, "wait")
+    Traceback (most recent call last):
+    ...
+    service.errors.BadRequest: query.wait: expected a boolean (true/false, 1/0, yes/no, on/off), got 'maybe'
+    """
+    raw = params.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    from service.errors import BadRequest  # here: service.errors imports this module
+
+    field = f"query.{name}"
+    message = f"expected a boolean (true/false, 1/0, yes/no, on/off), got {raw[:50]!r}"
+    raise BadRequest(f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
 def query_features(items: Iterable[tuple[str, str]], max_features: int) -> dict[str, Any]:

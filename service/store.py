@@ -482,21 +482,26 @@ class Store:
     async def save_predictions(
         self, items: list[tuple[str, dict]], ttl_s: int, served: list[dict] | None = None
     ) -> None:
-        """Store several (prediction_id, features) pairs in one pipelined round trip; with
-        `served` (one dict per item) also what was served, for production scoring."""
+        """Store several (prediction_id, features) pairs in one command (`save_predictions.lua`);
+        with `served` (one dict per item) also what was served, for production scoring."""
         if not items:
             return
-        commands: list[tuple[Any, ...]] = []
+        keys: list[str] = []
+        values: list[bytes] = []
         for i, (prediction_id, features) in enumerate(items):
-            commands.append(
-                ("SET", self.keys.pred(prediction_id), orjson.dumps(features), "EX", ttl_s)
-            )
+            keys.append(self.keys.pred(prediction_id))
+            values.append(orjson.dumps(features))
             if served is not None:
-                commands.append(
-                    ("SET", self.served_key(prediction_id), orjson.dumps(served[i]), "EX", ttl_s)
-                )
+                keys.append(self.served_key(prediction_id))
+                values.append(orjson.dumps(served[i]))
+        # One script call per request, not two SETs per prediction: redis-py spends about
+        # 20 µs packing and parsing each command, 4 ms for a 100-event POST /predict.
         # Group commit: concurrent /predict requests share one round trip.
-        await self._group.execute(commands)
+        script = self._script("save_predictions.lua")
+        try:
+            await self._group.execute([("EVALSHA", script.sha, len(keys), *keys, ttl_s, *values)])
+        except NoScriptError:  # not loaded yet (or the server restarted): load and run it
+            await script(keys=keys, args=[ttl_s, *values])
 
     async def take_prediction(self, prediction_id: str) -> dict | None:
         """The stored features, removed as they are read (GETDEL): one label per prediction."""

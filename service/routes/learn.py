@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
-from service.deps import ApiKey, Rt, Runtime, read_body
+from service.deps import API_KEY_PARAMETER, Runtime, check_key, read_body, runtime_of
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
 from service.ratelimit import RateLimited
 from service.schemas import (
@@ -17,6 +17,7 @@ from service.schemas import (
     LearnResponse,
     ORJSONResponse,
     parse_json,
+    query_flag,
     validate_learn,
 )
 
@@ -52,6 +53,16 @@ _EXAMPLES = {
 }
 
 _BODY = {
+    "parameters": [
+        {
+            "name": "wait",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean", "default": False},
+            "description": "answer only once the learner has applied the events",
+        },
+        API_KEY_PARAMETER,
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -69,10 +80,11 @@ _BODY = {
 }
 
 
+# No FastAPI dependencies or declared parameters (see service.deps.runtime_of): `wait` and
+# the API key are read here and documented through `_BODY`.
 @router.post(
     "/learn",
     status_code=202,
-    dependencies=[ApiKey],
     openapi_extra=_BODY,
     response_model=LearnResponse,
     responses={
@@ -86,14 +98,13 @@ _BODY = {
     },
     summary="Learn from labeled events",
 )
-async def learn(
-    request: Request,
-    rt: Rt,
-    wait: bool = Query(False, description="answer only once the learner has applied the events"),
-) -> ORJSONResponse:
+async def learn(request: Request) -> ORJSONResponse:
     """One event, or `{"events": [...]}`; an event is `{id?, features, label, timestamp?}` or a
     late label `{prediction_id, label}`. Events with an already-seen `id` are dropped."""
     started = time.perf_counter()
+    check_key(request, read=False)
+    rt = runtime_of(request)
+    wait = query_flag(request.query_params, "wait")
     records = await _validated_records(request, rt)
     result = await rt.store.append(records)
     if result.duplicates:

@@ -108,3 +108,33 @@ async def test_learn_costs_one_redis_command(
     assert delta["cmdstat_evalsha"] == 40
     # Everything else ran inside the script (commandstats counts those too).
     assert called <= {"cmdstat_evalsha", "cmdstat_exists", "cmdstat_set", "cmdstat_xadd"}, delta
+
+
+async def test_batch_predict_costs_one_redis_command_and_gives_distinct_ids(
+    redis_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """POST /predict stores each prediction's features and what was served for late labels:
+    one script call per request, whatever the batch size."""
+    async with running(make_settings(redis_url=redis_url, role="api")) as (app, client):
+        redis = app.state.runtime.redis
+        batch = {"events": [{"features": {"amount": float(i), "mcc": "5411"}} for i in range(50)]}
+        assert (await client.post("/predict", json=batch)).status_code == 200  # loads the script
+
+        async def calls() -> dict[str, int]:
+            stats = await redis.info("commandstats")
+            return {name: int(v["calls"]) for name, v in stats.items()}
+
+        before = await calls()
+        ids: list[str] = []
+        for _ in range(4):
+            response = await client.post("/predict", json=batch)
+            assert response.status_code == 200
+            ids += [p["prediction_id"] for p in response.json()["predictions"]]
+        after = await calls()
+        stored = await app.state.runtime.store.take_prediction_served(ids[-1])
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert delta["cmdstat_evalsha"] == 4
+    assert delta["cmdstat_set"] == 4 * 2 * 50  # features + served, inside the scripts
+    assert len(set(ids)) == len(ids) == 200
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert stored[0] == {"amount": 49.0, "mcc": "5411"} and stored[1]["y"] in (0, 1)

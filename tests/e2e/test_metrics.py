@@ -79,3 +79,34 @@ async def test_metrics_parse_and_pass_promtool(make_settings: Callable[..., Sett
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_http_metrics_count_each_request_by_route_template_method_and_status(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with running(make_settings()) as (_, client):
+        for _ in range(3):
+            assert (await client.get("/predict?amount=12")).status_code == 200
+        assert (await client.post("/learn", json={"features": {}, "label": 9})).status_code == 422
+        assert (await client.get("/no/such/route")).status_code == 404
+        assert (await client.request("BREW", "/predict")).status_code == 405
+        await client.get("/metrics")
+        text = (await client.get("/metrics")).text
+    requests = {
+        (s.labels["handler"], s.labels["method"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "http_requests_total"
+    }
+    assert requests[("/predict", "GET", "200")] == 3
+    assert requests[("/learn", "POST", "422")] == 1
+    assert requests[("none", "GET", "404")] == 1
+    assert requests[("/predict", "other", "405")] == 1
+    assert not any(handler == "/metrics" for handler, _, _ in requests), "scrapes are excluded"
+    durations = {
+        (s.labels["handler"], s.labels["method"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "http_request_duration_seconds_count"
+    }
+    assert durations[("/predict", "GET")] == 3

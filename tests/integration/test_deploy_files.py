@@ -27,7 +27,7 @@ GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "streambalance.json"
 
 # The metric contract (plan "Metric names"; service/metrics.py) by Prometheus type, plus
-# the HTTP metrics of prometheus-fastapi-instrumentator.
+# the per-route HTTP metrics (service.metrics.HttpMetrics).
 COUNTERS = {
     "streambalance_events_learned_total",
     "streambalance_events_rejected_total",

@@ -114,3 +114,21 @@ async def test_a_cancelled_caller_does_not_stop_the_others(redis_client: aioredi
     assert await second == [1]  # the cancelled request's command was never sent
     assert await group.execute([("GET", "sb:test:c")]) == [b"1"]
     assert group._flusher is None  # idle again: the next caller starts a new flush
+
+
+async def test_a_batch_of_predictions_is_one_command_even_after_a_script_flush(
+    store: Store, redis_client: aioredis.Redis
+) -> None:
+    """100 predictions with what was served: one script call, not 200 SETs (redis-py's
+    per-command cost dominated POST /predict); a server that lost its scripts still works."""
+    group = store._group = _CountingGroup(redis_client)
+    items = [(f"q{i}", {"amount": float(i)}) for i in range(100)]
+    served = [{"label": 0, "t": 1.0, "i": i} for i in range(100)]
+    await store.save_predictions(items, ttl_s=30, served=served)
+    assert group.sizes == [1]
+    await redis_client.script_flush()
+    await store.save_predictions([("late", {"amount": -1.0})], ttl_s=30, served=[{"i": -1}])
+    for i in (0, 99):
+        assert 0 < await redis_client.ttl(store.served_key(f"q{i}")) <= 30
+        assert await store.take_prediction_served(f"q{i}") == ({"amount": float(i)}, served[i])
+    assert await store.take_prediction_served("late") == ({"amount": -1.0}, {"i": -1})
