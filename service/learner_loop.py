@@ -124,6 +124,9 @@ class Learner:
         # set after a Redis error: re-read our pending entries before reading new ones
         self._resync_pending = False
         self._last_checkpoint = time.monotonic()
+        # Checkpoints one at a time; the loop's own run in the background (see _run_checkpoint).
+        self._checkpoint_lock = asyncio.Lock()
+        self._checkpointing: asyncio.Task[None] | None = None
         self._last_claim = time.monotonic()
         self.ema_state: dict[str, Any] = initial_ema_state(len(settings.classes))
         self.applied_id = "0-0"
@@ -271,7 +274,7 @@ class Learner:
                     await self.apply(entries)
                 await self._maybe_claim()
                 if self._checkpoint_due():
-                    await self.checkpoint()
+                    self._start_checkpoint()
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -298,6 +301,7 @@ class Learner:
     async def finish(self, budget_s: float = 10.0) -> None:
         """After `run` returned: apply what is already in the stream, then a final checkpoint,
         then hand the lease over (a restart or a standby takes over at once)."""
+        await self._checkpoint_settled()
         if not self.leader:
             return
         deadline = time.monotonic() + budget_s
@@ -449,14 +453,51 @@ class Learner:
     # -- checkpoints and recovery -----------------------------------------------------------
 
     def _checkpoint_due(self) -> bool:
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return False
         if not self._unacked and self._steps_since_checkpoint == 0:
             return False
         if self._steps_since_checkpoint >= self.rt.settings.checkpoint_every_steps:
             return True
         return time.monotonic() - self._last_checkpoint >= self.rt.settings.checkpoint_every_seconds
 
+    def _start_checkpoint(self) -> None:
+        """Checkpoint without holding up the loop's next read.
+
+        Only the snapshot itself (a few ms of CPU) runs before the next read: the lease
+        renewal, the MULTI, the publish, the trim and the archive, five or six round trips
+        that each wait a whole event-loop cycle under HTTP load, no longer delay the next
+        micro-batch (they put the freshness p99 at 60-110 ms)."""
+        self._checkpointing = asyncio.create_task(self._run_checkpoint(), name="checkpoint")
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            await self.checkpoint()
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError) as exc:
+            # Nothing is lost: the entries stay pending and go into the next checkpoint.
+            self.rt.metrics.learner_errors.labels("redis").inc()
+            log.warning("learner: checkpoint failed (%s); the next one covers its entries", exc)
+        except Exception:
+            self.rt.metrics.learner_errors.labels("checkpoint").inc()
+            log.exception("learner: checkpoint failed; the next one covers its entries")
+
+    async def _checkpoint_settled(self) -> None:
+        """Wait for a background checkpoint in flight, if any."""
+        task = self._checkpointing
+        if task is not None and not task.done():
+            await asyncio.wait({task})
+
     async def checkpoint(self) -> int:
-        """Snapshot the model and XACK the entries it covers, atomically; publish the version."""
+        """Snapshot the model and XACK the entries it covers, atomically; publish the version.
+
+        One at a time (a lock). The learner may apply more entries while the round trips are
+        in flight: those are not in this snapshot and stay unacknowledged for the next."""
+        async with self._checkpoint_lock:
+            return await self._checkpoint()
+
+    async def _checkpoint(self) -> int:
         rt = self.rt
         if not await self._renew(force=True):
             return rt.checkpoint_version  # no longer the learner: write nothing
@@ -477,14 +518,17 @@ class Learner:
             "strategy": rt.champion_strategy,
             "production": rt.production.state_dict(),
         }
+        # Taken with the snapshot, no await in between: exactly what the snapshot holds.
         acked = list(self._unacked)
+        steps = self._steps_since_checkpoint
         version = await rt.store.save_checkpoint(data, meta, acked, extra=rt.shadows.snapshots())
         from service.versions import archive
 
         await archive(rt, version, data, meta)
-        self._unacked = self._unacked[len(acked) :]
-        self._unacked_set.difference_update(acked)
-        self._steps_since_checkpoint = 0
+        done = set(acked)
+        self._unacked = [entry_id for entry_id in self._unacked if entry_id not in done]
+        self._unacked_set.difference_update(done)
+        self._steps_since_checkpoint = max(0, self._steps_since_checkpoint - steps)
         self._last_checkpoint = time.monotonic()
         rt.checkpoint_version = version
         rt.checkpoint_time = now
