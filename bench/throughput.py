@@ -556,18 +556,25 @@ def profile_under_load(
 
 
 def aggregate_stacks(lines: Sequence[str], top: int) -> list[tuple[str, float]]:
-    """Collapsed stacks ("f (file:line);g (file:line) count") -> top inclusive shares.
+    """Collapsed stacks ("f (file:line);g (file:line) count") -> top inclusive shares, after
+    one first row: the samples whose innermost frame is in the framework (the stack's own
+    cost: HTTP parsing, routing, middleware, the event loop), when there are any.
 
     >>> aggregate_stacks(["a (x.py:1);b (y.py:2) 3", "a (x.py:1) 1"], 5)
     [('a (x.py)', 100.0), ('b (y.py)', 75.0)]
+    >>> aggregate_stacks(["a (x.py:1);run (asyncio/base.py:9) 1", "a (x.py:1) 3"], 5)[0]
+    ('(framework: the innermost frame is in uvicorn/starlette/fastapi/asyncio)', 25.0)
     """
     incl: dict[str, int] = {}
-    total = 0
+    total = framework = 0
     for line in lines:
         stack, _, count = line.rstrip().rpartition(" ")
         if not stack or not count.isdigit():
             continue
         total += int(count)
+        leaf_path = stack.rsplit(";", 1)[-1].partition(" (")[2].rsplit(":", 1)[0]
+        if leaf_path.startswith(_FRAMEWORK):
+            framework += int(count)
         seen = set()
         for frame in stack.split(";"):
             name, _, where = frame.partition(" (")
@@ -580,6 +587,9 @@ def aggregate_stacks(lines: Sequence[str], top: int) -> list[tuple[str, float]]:
                 seen.add(key)
                 incl[key] = incl.get(key, 0) + int(count)
     ranked = sorted(incl.items(), key=lambda kv: -kv[1])[:top]
+    if framework:
+        label = "(framework: the innermost frame is in uvicorn/starlette/fastapi/asyncio)"
+        ranked.insert(0, (label, framework))
     return [(k, round(100.0 * v / total, 1)) for k, v in ranked]
 
 
@@ -892,7 +902,10 @@ def _render_profiles(res: Results) -> str:
         "Share of py-spy samples of the service process (all threads) in which each function "
         "is on the stack, while the named load runs; framework frames (uvicorn, starlette, "
         "FastAPI routing, the event loop) are left out, so the rows are the service's own "
-        "work and the libraries it calls.\n"
+        "work and the libraries it calls; the first row gives the framework's own share "
+        "(samples whose innermost frame is framework code). py-spy does not see time spent "
+        "in C below the event loop with no Python frame (socket I/O in uvloop), so shares "
+        "are of the samples it took.\n"
     ]
     for key, rows in res.profiles.items():
         parts.append(f"\n### {key}\n\n| function (file) | % of samples |\n|---|---|\n")
