@@ -116,6 +116,7 @@ class Learner:
         self.consumer = settings.consumer
         self.max_batch = settings.batch_max_size
         self.block_ms = settings.batch_max_wait_ms
+        self.linger_s = settings.batch_linger_ms / 1000.0
         self.decay = 2.0 ** (-1.0 / settings.half_life)
         self._stopping = False
         self._unacked: list[str] = []
@@ -270,11 +271,14 @@ class Learner:
                 entries = await self.rt.store.read_batch(
                     self.consumer, self.max_batch, self.block_ms
                 )
-                if entries:
-                    await self.apply(entries)
+                learned = await self.apply(entries) if entries else 0
                 await self._maybe_claim()
                 if self._checkpoint_due():
                     self._start_checkpoint()
+                if 0 < learned < self.max_batch and self.linger_s > 0:
+                    # Part-full: events trickle in. Let the next micro-batch fill a little,
+                    # so the step's fixed cost is shared by more events.
+                    await asyncio.sleep(self.linger_s)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -321,15 +325,17 @@ class Learner:
 
     # -- one read ---------------------------------------------------------------------------
 
-    async def apply(self, entries: list[Entry]) -> None:
+    async def apply(self, entries: list[Entry]) -> int:
         """Learn every event of `entries`, in micro-batches of whole entries (at most
         `batch_max_size` events, unless one entry alone is larger: it is then split).
+        Returns how many events were in well-formed entries.
 
         A malformed entry (undecodable, or not the API's event shape) is not learned and not
         acknowledged: claimed again later, it ends in the dead-letter stream."""
         ids: list[str] = []
         bad: set[str] = set()
         events: list[dict[str, Any]] = []
+        total = 0
         for entry_id, batch in entries:
             if entry_id in self._unacked_set:  # already applied (claimed back after a stall)
                 continue
@@ -349,8 +355,10 @@ class Learner:
                     event["timestamp"] = arrival  # stream arrival time stands in
             ids.append(entry_id)
             events.extend(batch)
+            total += len(batch)
         if ids:
             await self._apply_entries(ids, events, bad)
+        return total
 
     def _well_formed(self, batch: list[dict[str, Any]] | None) -> bool:
         if not isinstance(batch, list):

@@ -73,6 +73,7 @@ BAD = [
     ({"max_event_loss": 0}, r"STREAMBALANCE_MAX_EVENT_LOSS: "),
     ({"batch_max_size": 0}, r"STREAMBALANCE_BATCH_MAX_SIZE: "),
     ({"batch_max_wait_ms": 0}, r"STREAMBALANCE_BATCH_MAX_WAIT_MS: "),
+    ({"batch_linger_ms": -1}, r"STREAMBALANCE_BATCH_LINGER_MS: "),
     ({"checkpoint_every_steps": 0}, r"STREAMBALANCE_CHECKPOINT_EVERY_STEPS: "),
     ({"checkpoint_every_seconds": -1}, r"STREAMBALANCE_CHECKPOINT_EVERY_SECONDS: "),
     ({"hash_bits": 40}, r"STREAMBALANCE_HASH_BITS: "),
