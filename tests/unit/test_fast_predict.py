@@ -104,3 +104,27 @@ def test_psi_split_equals_psi() -> None:
     for shift in (0.0, 0.1, 0.3):
         recent = np.clip(rng.beta(2, 5, size=300) + shift, 0, 1)
         assert psi_against(psi_reference(reference, 10), recent) == psi(reference, recent, 10)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 7])
+@pytest.mark.parametrize("decision", ["balanced", "argmax"])
+def test_one_event_calibration_equals_the_numpy_path_exactly(
+    n_classes: int, decision: str
+) -> None:
+    """GET /predict's one-event path (plain floats) against the batch path (numpy)."""
+    classes = [f"c{c}" for c in range(n_classes)]
+    trainer = StreamTrainer(
+        TrainerConfig(classes=classes, decision=decision, n_bits=10, numeric_bins=4)
+    )
+    events = _events(600, seed=n_classes)
+    rng = random.Random(n_classes)
+    labels = [rng.choice([0, 0, 0, 0, 0, n_classes - 1, 1]) for _ in events]
+    for start in range(0, 600, 50):
+        trainer.process(events[start : start + 50], labels[start : start + 50])
+        for event in events[start : start + 5]:
+            one_probs, one_label = trainer.predict([event])
+            batch_probs, batch_labels = trainer.predict([event, event])
+            assert one_probs.dtype == batch_probs.dtype and one_probs.shape == (1, n_classes)
+            assert one_probs[0].tolist() == batch_probs[0].tolist()
+            assert one_label.tolist() == batch_labels[:1].tolist()
+    assert len(set(trainer.predict(events[:200])[0][:, 0].tolist())) > 50  # not a constant
