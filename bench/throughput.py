@@ -200,6 +200,8 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     ready_path: str = "/readyz"
     learns: bool = False
+    # The source tree to serve from (another checkout, for an A/B: bench/cpu_ab.py).
+    cwd: Path = ROOT
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     ready_s: float = float("nan")
@@ -235,7 +237,11 @@ class Server:
         env = {**os.environ, **self.env}
         self._log = tempfile.TemporaryFile()
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=self._log)
+        if self.cwd != ROOT:
+            env["PYTHONPATH"] = str(self.cwd)
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.cwd, env=env, stdout=self._log, stderr=self._log
+        )
         while time.perf_counter() - t0 < timeout_s:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited during start-up:\n{self.log_tail()}")
@@ -247,10 +253,13 @@ class Server:
             except httpx.TransportError:
                 pass
             time.sleep(0.02)
+        tail = self.log_tail()
         self.stop()
-        raise RuntimeError(f"{self.name} not ready after {timeout_s} s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.name} not ready after {timeout_s} s:\n{tail}")
 
     def log_tail(self, n: int = 4000) -> str:
+        if self._log.closed:
+            return "(log closed: the server was stopped)"
         self._log.seek(0)
         return self._log.read().decode("utf-8", "replace")[-n:]
 
@@ -260,24 +269,29 @@ class Server:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        """Stop the server (SIGINT, then SIGKILL after 20 s) and close its log file."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        log_file = getattr(self, "_log", None)
+        if log_file is not None and not log_file.closed:
+            log_file.close()
 
 
-def service_server(data_dir: Path) -> Server:
+def service_server(data_dir: Path, tree: Path = ROOT) -> Server:
     env = {
         "STREAMBALANCE_CLASSES": '["legit","fraud"]',
         "STREAMBALANCE_DATA_DIR": str(data_dir),
         "STREAMBALANCE_LOG_LEVEL": "warning",
     }
     env.update({k: v for k, v in os.environ.items() if k.startswith("SB_BENCH_ENV_")})
-    return Server("service", "service.app:create_app", factory=True, env=env, learns=True)
+    return Server(
+        "service", "service.app:create_app", factory=True, env=env, learns=True, cwd=tree
+    )
 
 
 def reference_server() -> Server:
