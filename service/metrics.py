@@ -89,13 +89,14 @@ class HttpMetrics:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, handler: str, method: str, status: int, seconds: float) -> None:
+        if method not in _HTTP_METHODS:
+            method = "other"
         key = (handler, method, status)
         children = self._children.get(key)
         if children is None:
-            label_method = method if method in _HTTP_METHODS else "other"
             children = (
-                self.requests.labels(handler, label_method, str(status)),
-                self.duration.labels(handler, label_method),
+                self.requests.labels(handler, method, str(status)),
+                self.duration.labels(handler, method),
             )
             self._children[key] = children
         children[0].inc()

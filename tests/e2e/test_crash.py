@@ -105,8 +105,13 @@ async def test_kill_9_then_restart_learns_every_event_once(
                 )
                 assert response.status_code == 200, response.text
             before = client.get("/state").json()
+            # Checkpoints run in the background: the second may still be in flight.
+            deadline = time.monotonic() + 10
+            while before["checkpoint_version"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+                before = client.get("/state").json()
         assert before["events_learned"] == len(events)
-        assert before["checkpoint_version"] == 2  # steps 5 and 10
+        assert before["checkpoint_version"] == 2  # after steps 5 and 10
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
