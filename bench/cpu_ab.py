@@ -36,9 +36,10 @@ LOADS = {
 }
 
 
-def cpu_per_request(tree: Path, load: str, duration_s: float, data_dir: Path) -> tuple[float, float]:
+def cpu_per_request(
+    tree: Path, load: str, events: list[dict], duration_s: float, data_dir: Path
+) -> tuple[float, float]:
     """(µs of service CPU per request, req/s) for one run of `load` against `tree`."""
-    events = tp.make_events(20_000)
     build, connections = LOADS[load]
     server = tp.service_server(data_dir, tree=tree)
     server.start()
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (tree / "service" / "app.py").is_file():
             parser.error(f"{tree}: not a streambalance source tree (no service/app.py)")
     loads = args.loads or ["predict_get", "learn_single", "predict_post"]
+    events = tp.make_events(20_000)
     runs: dict[tuple[str, Path], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="sb-ab-") as tmp:
         for rnd in range(args.rounds):
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 order = trees if rnd % 2 == 0 else trees[::-1]
                 for i, tree in enumerate(order):
                     data_dir = Path(tmp) / f"{rnd}-{load}-{i}"
-                    us, rps = cpu_per_request(tree, load, args.duration, data_dir)
+                    us, rps = cpu_per_request(tree, load, events, args.duration, data_dir)
                     runs.setdefault((load, tree), []).append(us)
                     print(f"round {rnd + 1} {load:13s} {tree}: {us:7.0f} µs/request, {rps:7.0f} req/s")
     print("\n| load | " + " | ".join(str(t) for t in trees) + " |")

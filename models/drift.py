@@ -57,6 +57,12 @@ __all__ = [
     "psi_reference",
 ]
 
+def _plain_river_detectors() -> tuple[type, type]:
+    from river import drift
+
+    return drift.ADWIN, drift.PageHinkley
+
+
 def _import_river_detectors() -> tuple[type, type]:
     """river's ``ADWIN`` and ``PageHinkley`` classes, without running ``river.drift``'s ``__init__``.
 
@@ -67,15 +73,9 @@ def _import_river_detectors() -> tuple[type, type]:
     the real ``__init__``, which finds these modules already loaded and reuses them (the
     classes stay the same objects). If river's layout ever changes, the plain import is used.
     """
-    if "river.drift" in sys.modules:
-        from river import drift
-
-        return drift.ADWIN, drift.PageHinkley
-    spec = importlib.util.find_spec("river.drift")
-    if spec is None or spec.submodule_search_locations is None:  # pragma: no cover
-        from river import drift
-
-        return drift.ADWIN, drift.PageHinkley
+    spec = None if "river.drift" in sys.modules else importlib.util.find_spec("river.drift")
+    if spec is None or spec.submodule_search_locations is None:
+        return _plain_river_detectors()
     stand_in = types.ModuleType("river.drift")
     stand_in.__path__ = list(spec.submodule_search_locations)
     stand_in.__spec__ = spec
@@ -84,13 +84,12 @@ def _import_river_detectors() -> tuple[type, type]:
         adwin = importlib.import_module("river.drift.adwin")
         page_hinkley = importlib.import_module("river.drift.page_hinkley")
     except ImportError:  # pragma: no cover - a future river layout
-        sys.modules.pop("river.drift", None)
-        from river import drift
-
-        return drift.ADWIN, drift.PageHinkley
+        adwin = page_hinkley = None
     finally:
         if sys.modules.get("river.drift") is stand_in:
             del sys.modules["river.drift"]
+    if adwin is None or page_hinkley is None:  # pragma: no cover
+        return _plain_river_detectors()
     return adwin.ADWIN, page_hinkley.PageHinkley
 
 
