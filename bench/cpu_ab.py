@@ -79,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     data_dir = Path(tmp) / f"{rnd}-{load}-{i}"
                     us, rps = cpu_per_request(tree, load, events, args.duration, data_dir)
                     runs.setdefault((load, tree), []).append(us)
-                    print(f"round {rnd + 1} {load:13s} {tree}: {us:7.0f} µs/request, {rps:7.0f} req/s")
+                    print(
+                        f"round {rnd + 1} {load:13s} {tree}: {us:7.0f} µs/request, "
+                        f"{rps:7.0f} req/s"
+                    )
     print("\n| load | " + " | ".join(str(t) for t in trees) + " |")
     print("|---|" + "---|" * len(trees))
     for load in loads:

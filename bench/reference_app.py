@@ -22,7 +22,7 @@ from service.schemas import (
     ORJSONResponse,
     ValidationContext,
     check_features,
-    parse_json,
+    load_json,
     query_features,
     validate_learn,
     validate_predict,
@@ -54,7 +54,8 @@ def create_reference_app() -> FastAPI:
 
     @ref.post("/learn")
     async def learn(request: Request) -> ORJSONResponse:
-        events = validate_learn(parse_json(await request.body()), ctx)
+        data, strict_numbers = load_json(await request.body())
+        events = validate_learn(data, ctx, strict_numbers)
         return ORJSONResponse({"accepted": len(events), "duplicates": 0}, status_code=202)
 
     @ref.get("/predict")
@@ -65,7 +66,8 @@ def create_reference_app() -> FastAPI:
 
     @ref.post("/predict")
     async def predict_many(request: Request) -> ORJSONResponse:
-        batch = validate_predict(parse_json(await request.body()), ctx)
+        data, strict_numbers = load_json(await request.body())
+        batch = validate_predict(data, ctx, strict_numbers)
         return ORJSONResponse({"predictions": [_prediction() for _ in batch]})
 
     @ref.get("/readyz")

@@ -39,7 +39,7 @@ import time as _time
 import types
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,7 @@ def _plain_river_detectors() -> tuple[type, type]:
 
 
 def _import_river_detectors() -> tuple[type, type]:
-    """river's ``ADWIN`` and ``PageHinkley`` classes, without running ``river.drift``'s ``__init__``.
+    """river's ``ADWIN`` and ``PageHinkley``, without running ``river.drift``'s ``__init__``.
 
     That ``__init__`` also imports KSWIN and the drift datasets, which pull in scipy.stats and
     scipy.io: about 0.8 s of CPU, a quarter of the service's 3 s start-up budget, for two
@@ -682,6 +682,56 @@ class _HealthSignal(_Signal):
         self._state = str(state["state"])
 
 
+class _SampledColumns(Mapping[str, Sequence[float | None]]):
+    """``feature_values`` read from feature dicts at the sampled rows only (``read``): the
+    numeric values per name, None elsewhere. Building full columns cost more than the
+    signals that use a tenth of them.
+
+    >>> cols = _SampledColumns([{"a": 1, "s": "x"}, {"a": 2.5, "b": True}, {"b": 3.0}])
+    >>> cols.read([1, 2])
+    >>> sorted(cols), cols["a"][1], cols["a"][0], cols["b"][2], len(cols["b"])
+    (['a', 'b'], 2.5, None, 3.0, 3)
+    """
+
+    def __init__(self, events: Sequence[Mapping[str, object]]) -> None:
+        self._events = events
+        self._columns: dict[str, _SparseColumn] = {}
+
+    def read(self, rows: Sequence[int]) -> None:
+        n = len(self._events)
+        columns = self._columns
+        for i in rows:
+            for name, value in self._events[i].items():
+                if type(value) is float or type(value) is int:  # bool is not a number here
+                    column = columns.get(name)
+                    if column is None:
+                        column = columns[name] = _SparseColumn(n)
+                    column.values[i] = float(value)
+
+    def __getitem__(self, name: str) -> Sequence[float | None]:
+        return self._columns[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+
+class _SparseColumn(Sequence[float | None]):
+    """A column of ``n`` values, None except where set."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.values: dict[int, float] = {}
+
+    def __getitem__(self, i: int) -> float | None:  # type: ignore[override]
+        return self.values.get(i)
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class DriftMonitor:
     """All drift and training-health signals of one model, fed once per micro-batch.
 
@@ -825,11 +875,15 @@ class DriftMonitor:
         feature_values: Mapping[str, Sequence[float | None]] | None = None,
         step: Any | None = None,
         time: float | None = None,
+        events: Sequence[Mapping[str, object]] | None = None,
     ) -> list[str]:
         """Feed one prequential batch; return the names of signals that detected drift in it.
 
         ``probs`` [B, K] are the pre-learning probabilities; ``feature_values`` maps a numeric
         feature name to its B values in batch order (None or NaN where the event lacks it);
+        ``events``, instead of it, are the batch's feature dicts: only the sampled rows are
+        read (the feature signals see ``feature_sample`` of the events), so nothing is
+        collected for the rest;
         ``step`` is the learner's StepStats for this batch; ``time`` is unix time (now if None).
         """
         n = len(y_true)
@@ -864,6 +918,10 @@ class DriftMonitor:
                     fired.append(prior)
         if feature_values:
             fired.extend(self._update_features(feature_values, n, base, now))
+        elif events is not None:
+            if len(events) != n:
+                raise ValueError(f"events has {len(events)} entries for {n} labels")
+            fired.extend(self._update_features(_SampledColumns(events), n, base, now))
         if n and self._psi.add_batch(labels, probs, base + n - 1, now):
             fired.append(self._psi)
         if step is not None and self._health.add(step, base + max(n - 1, 0), now):
@@ -877,6 +935,8 @@ class DriftMonitor:
     ) -> list[_Signal]:
         rows = [i for i in range(n) if self._rng.random() < self.feature_sample]
         fired: list[_Signal] = []
+        if isinstance(feature_values, _SampledColumns):
+            feature_values.read(rows)
         for name in sorted(feature_values):
             values = feature_values[name]
             if len(values) != n:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import array
 import hashlib
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,10 @@ def bin_index(z: float, n_bins: int) -> int:
     k = int((z + BIN_RANGE) * n_bins / (2.0 * BIN_RANGE))
     return 0 if k < 0 else (n_bins - 1 if k >= n_bins else k)
 
+
+# Batches of at least this many events are encoded column-wise (``_encode_columns``); below
+# it numpy's fixed cost per call is more than the Python it saves.
+VECTOR_MIN_EVENTS = 32
 
 # High-cardinality string values would grow the hash cache without bound; it is only a
 # cache, so it is simply cleared when it gets this large.
@@ -125,6 +130,95 @@ class FeatureBatch:
     offsets: torch.Tensor  # int64 [size]
     weights: torch.Tensor  # float32 [nnz]
     size: int
+
+
+def _per_event(plan_of: np.ndarray, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ``rows[plan_of[i]]`` over events i, with each element's event: the
+    per-plan arrays laid out for the whole batch in a few numpy calls, not one per event.
+
+    >>> ev, out = _per_event(np.array([1, 0, 1]), [np.array([7]), np.array([8, 9])])
+    >>> ev.tolist(), out.tolist()
+    ([0, 0, 1, 2, 2], [8, 9, 7, 8, 9])
+    """
+    if len(rows) == 1:  # the usual batch: every event has the same layout
+        row = rows[0]
+        return np.repeat(np.arange(len(plan_of)), len(row)), np.tile(row, len(plan_of))
+    lengths = np.array([len(row) for row in rows], dtype=np.int64)
+    width = int(lengths.max()) if len(rows) else 0
+    padded = np.zeros((len(rows), width), dtype=rows[0].dtype if rows else np.int64)
+    for i, row in enumerate(rows):
+        padded[i, : len(row)] = row
+    counts = lengths[plan_of]
+    taken = np.arange(width) < counts[:, None]
+    return np.repeat(np.arange(len(plan_of)), counts), padded[plan_of][taken]
+
+
+class _Plan:
+    """How ``_encode_columns`` reads the events of one layout (these keys, in this order,
+    with these value types): the positions of numbers, strings and booleans, as arrays
+    ready to be concatenated per event. ``of`` gives None for a layout it does not take."""
+
+    __slots__ = (
+        "boolean_rel",
+        "index",
+        "boolean_slots",
+        "fixed_is_string",
+        "fixed_rel",
+        "num_gid",
+        "num_rel",
+        "numbers",
+        "size",
+        "strings",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        size: int,
+        num_rel: list[int],
+        num_gid: list[int],
+        strings: list[tuple[int, str]],
+        booleans: list[tuple[int, int]],
+    ) -> None:
+        self.index = index  # in the batch's list of plans
+        self.size = size
+        self.num_rel = np.array(num_rel, dtype=np.int64)
+        self.num_gid = np.array(num_gid, dtype=np.intp)
+        self.strings = strings  # (position, "name=") per string value
+        self.boolean_rel = [rel for rel, _ in booleans]
+        self.boolean_slots = np.array([slot for _, slot in booleans], dtype=np.int64)
+        self.fixed_rel = np.array([rel for rel, _ in strings] + self.boolean_rel, dtype=np.int64)
+        self.fixed_is_string = np.array(
+            [True] * len(strings) + [False] * len(booleans), dtype=bool
+        )
+        self.numbers: Any = None  # values -> the numbers among them, in order
+        if len(num_rel) == 1:
+            only = num_rel[0]
+            self.numbers = lambda values: (values[only],)
+        elif num_rel:
+            self.numbers = operator.itemgetter(*num_rel)
+
+    @staticmethod
+    def of(
+        index: int, names: tuple, types: tuple, gids: dict[str, int], slot_of: Any
+    ) -> _Plan | None:
+        num_rel: list[int] = []
+        num_gid: list[int] = []
+        strings: list[tuple[int, str]] = []
+        booleans: list[tuple[int, int]] = []
+        for rel, (name, t) in enumerate(zip(names, types, strict=True)):
+            if type(name) is not str:
+                return None
+            if t is float or t is int:
+                num_rel.append(rel)
+                num_gid.append(gids.setdefault(name, len(gids)))
+            elif t is str:
+                strings.append((rel, name + "="))
+            elif t is bool:
+                booleans.append((rel, slot_of(name)))
+            elif t is not type(None):
+                return None
+        return _Plan(index, len(names), num_rel, num_gid, strings, booleans)
 
 
 class HashingFeaturizer:
@@ -201,6 +295,16 @@ class HashingFeaturizer:
         If any event is invalid nothing is changed: stats touched by earlier events of the
         batch are restored before FeatureError propagates.
         """
+        if len(batch) >= VECTOR_MIN_EVENTS:
+            columns = self._encode_columns(batch, update)
+            if columns is not None:
+                indices_np, offsets_np, weights_np = columns
+                return FeatureBatch(
+                    indices=torch.from_numpy(indices_np),
+                    offsets=torch.from_numpy(offsets_np),
+                    weights=torch.from_numpy(weights_np),
+                    size=len(batch),
+                )
         indices, offsets, weights = self.encode(batch, update=update)
         return FeatureBatch(
             indices=as_tensor(indices, "q"),
@@ -318,6 +422,195 @@ class HashingFeaturizer:
                         indices.append(self._slot(name))
                         weights.append(x)
         return indices, offsets, weights
+
+    def _encode_columns(
+        self, batch: Sequence[Mapping[str, Any]], update: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``_encode`` for a batch of plain events, with the arithmetic done per column.
+
+        Events of a stream mostly share a layout (the same keys with the same value types),
+        so the Python work per event is a handful of C-level calls: the layout's plan
+        (which positions hold numbers, strings, booleans) is worked out once per batch, its
+        numbers are gathered with one ``itemgetter``, and only string values are looked at
+        one by one (their slot depends on the value). numpy then standardizes every number
+        of the batch at once (``_standardize_columns``).
+
+        Without ``update`` the result equals ``_encode``'s bit for bit, in the same slot
+        order; with it the stats agree to the last bits (see ``_standardize_columns``).
+        Returns None, having changed nothing, for anything but plain dicts of str, int,
+        float, bool and None with finite numbers: ``_encode`` handles (and names) the rest.
+        """
+        max_features = self.max_features
+        gids: dict[str, int] = {}  # numeric name -> its column in this batch
+        plans: dict[tuple, _Plan | None] = {}
+        plan_list: list[_Plan] = []
+        event_plans: list[int] = []  # per event: its plan's index in plan_list
+        numbers: list[float] = []
+        string_slots: list[int] = []
+        boolean_weights: list[float] = []
+        slots = self._slots
+        slot_of = self._slot
+        last_names: tuple = ()
+        last_types: tuple = ()
+        plan: _Plan | None = None
+        for features in batch:
+            if type(features) is not dict or len(features) > max_features:
+                return None
+            values = tuple(features.values())
+            names = tuple(features)
+            types = tuple(map(type, values))
+            if plan is None or names != last_names or types != last_types:
+                signature = (names, types)
+                if signature in plans:
+                    plan = plans[signature]
+                else:
+                    plan = plans[signature] = _Plan.of(
+                        len(plan_list), names, types, gids, slot_of
+                    )
+                    if plan is not None:
+                        plan_list.append(plan)
+                if plan is None:
+                    return None
+                last_names, last_types = names, types
+            event_plans.append(plan.index)
+            if plan.numbers is not None:
+                numbers.extend(plan.numbers(values))
+            for rel, prefix in plan.strings:
+                key = prefix + values[rel]
+                slot = slots.get(key)
+                if slot is None:
+                    slot = slot_of(key)
+                string_slots.append(slot)
+            for rel in plan.boolean_rel:
+                boolean_weights.append(1.0 if values[rel] else 0.0)
+        n_events = len(batch)
+        n_bins = self.numeric_bins
+        # Pair r of event i gets the key 2 * (first[i] + r), its bin the next key: ranking the
+        # keys restores _encode's order (pairs in dict order, each bin after its number).
+        plan_of = np.array(event_plans, dtype=np.intp)
+        first = np.zeros(n_events + 1, dtype=np.int64)
+        np.cumsum(np.array([p.size for p in plan_list], dtype=np.int64)[plan_of], out=first[1:])
+        parts_event: list[np.ndarray] = []
+        parts_key: list[np.ndarray] = []
+        parts_index: list[np.ndarray] = []
+        parts_weight: list[np.ndarray] = []
+        if string_slots or boolean_weights:
+            # per event: its string slots, then its boolean slots (the plan's fixed_rel order)
+            fixed_event, fixed_rel = _per_event(plan_of, [p.fixed_rel for p in plan_list])
+            _, string_at = _per_event(plan_of, [p.fixed_is_string for p in plan_list])
+            _, boolean_slots = _per_event(plan_of, [p.boolean_slots for p in plan_list])
+            parts_event.append(fixed_event)
+            parts_key.append(2 * (first[fixed_event] + fixed_rel))
+            fixed_index = np.empty(len(fixed_event), dtype=np.int64)
+            fixed_index[string_at] = string_slots
+            fixed_index[~string_at] = boolean_slots
+            fixed_weight = np.ones(len(fixed_event))
+            fixed_weight[~string_at] = boolean_weights
+            parts_index.append(fixed_index)
+            parts_weight.append(fixed_weight)
+        if numbers:
+            try:
+                x = np.array(numbers, dtype=np.float64)
+            except OverflowError:  # an int beyond float range: _encode names it
+                return None
+            if not np.isfinite(x).all():
+                return None
+            num_event, gid = _per_event(plan_of, [p.num_gid for p in plan_list])
+            standardized = self._standardize_columns(list(gids), gid, x, update)
+            if standardized is None:
+                return None
+            z, name_slots, bin_slots = standardized
+            _, num_rel = _per_event(plan_of, [p.num_rel for p in plan_list])
+            num_key = 2 * (first[num_event] + num_rel)
+            parts_event.append(num_event)
+            parts_key.append(num_key)
+            parts_index.append(name_slots[gid])
+            parts_weight.append(z)
+            if bin_slots is not None:
+                k = ((z + BIN_RANGE) * n_bins / (2.0 * BIN_RANGE)).astype(np.int64)  # int()
+                np.clip(k, 0, n_bins - 1, out=k)
+                parts_event.append(num_event)
+                parts_key.append(num_key + 1)
+                parts_index.append(bin_slots[gid, k])
+                parts_weight.append(np.ones(len(z)))
+        if not parts_key:
+            return np.empty(0, dtype=np.int64), np.zeros(n_events, dtype=np.int64), np.empty(
+                0, dtype=np.float32
+            )
+        keys = np.concatenate(parts_key)
+        occupied = np.zeros(2 * int(first[-1]), dtype=np.int64)
+        occupied[keys] = 1
+        where = (np.cumsum(occupied) - 1)[keys]
+        indices = np.empty(len(keys), dtype=np.int64)
+        indices[where] = np.concatenate(parts_index)
+        weights = np.empty(len(keys), dtype=np.float32)
+        weights[where] = np.concatenate(parts_weight)  # the same float64 -> float32 cast
+        per_event = np.bincount(np.concatenate(parts_event), minlength=n_events)
+        offsets = np.zeros(n_events, dtype=np.int64)
+        np.cumsum(per_event[:-1], out=offsets[1:])
+        return indices, offsets, weights
+
+    def _standardize_columns(
+        self, names: list[str], gid: np.ndarray, x: np.ndarray, update: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """Clipped z of every value ``x`` of column ``gid`` (a name of ``names``), the slot of
+        each name and, with numeric bins, each name's bin slots [G, B]. With ``update`` the
+        names' stats move as in ``_encode``; None (nothing changed) when the columns are too
+        ragged for the dense running sums to pay."""
+        stats = self._stats
+        n_names = len(names)
+        prior = [stats.get(name) for name in names]
+        n0 = np.array([0.0 if st is None else st[0] for st in prior])
+        mean0 = np.array([0.0 if st is None else st[1] for st in prior])
+        m2_0 = np.array([0.0 if st is None else st[2] for st in prior])
+        if update:
+            counts = np.bincount(gid, minlength=n_names)
+            longest = int(counts.max())
+            # Running sums go through a dense [names, longest] matrix: fine while most
+            # names appear in most events, wasteful for thousands of one-off names.
+            if n_names * longest > 4 * len(x) + 4096:
+                return None
+            order = np.argsort(gid, kind="stable")  # each name's values, in event order
+            g = gid[order]
+            xs = x[order]
+            starts = np.cumsum(counts) - counts
+            pos = np.arange(len(xs)) - starts[g]
+            shift = np.where(n0 > 0.0, mean0, xs[starts])
+            d = xs - shift[g]
+            dense = np.zeros((n_names, longest))
+            dense[g, pos] = d
+            s1 = np.cumsum(dense, axis=1)[g, pos]
+            dense[g, pos] = d * d
+            s2 = np.cumsum(dense, axis=1)[g, pos]
+            n = n0[g] + (pos + 1)
+            mean = shift[g] + s1 / n
+            m2 = np.maximum(m2_0[g] + s2 - s1 * s1 / n, 0.0)
+            var = m2 / n
+            scale = np.where((n >= 2.0) & (var > 0.0), np.sqrt(np.where(var > 0.0, var, 1.0)), 1.0)
+            z_sorted = (xs - mean) / scale
+            z = np.empty_like(z_sorted)
+            z[order] = z_sorted
+            last = starts + counts - 1
+            finals = zip(n[last].tolist(), mean[last].tolist(), m2[last].tolist(), strict=True)
+            for name, (count, mean_now, m2_now) in zip(names, finals, strict=True):
+                stats[name] = [count, mean_now, m2_now]
+        else:
+            known = n0 > 0.0
+            spread = known & (n0 >= 2.0) & (m2_0 / np.where(known, n0, 1.0) > 0.0)
+            var = np.where(spread, m2_0 / np.where(known, n0, 1.0), 1.0)
+            # _encode: (x - mean) / sqrt(var) with a spread, x - mean without, x if unseen
+            z = x - mean0[gid]
+            z = np.where(spread[gid], z / np.sqrt(var)[gid], z)
+        np.clip(z, -CLIP, CLIP, out=z)
+        slot_of = self._slot
+        name_slots = np.array([slot_of(name) for name in names], dtype=np.int64)
+        bin_slots = None
+        if self.numeric_bins:
+            cached = self._bin_slots
+            bin_slots = np.array(
+                [cached.get(name) or self._bins_of(name) for name in names], dtype=np.int64
+            )
+        return z, name_slots, bin_slots
 
     # -- introspection -----------------------------------------------------------------
     def standardize(self, name: str, value: float) -> float:

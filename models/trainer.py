@@ -303,7 +303,7 @@ class StreamTrainer:
         self.events_learned += n
         self.batches += 1
         new_drift = self.drift.update(
-            y, y_pred.tolist(), probs, self._numeric_features(features), step,
+            y, y_pred.tolist(), probs, step=step, events=features,
             time=_time.time() if now is None else now,
         )  # fmt: skip
         return BatchReport(n, probs, y_pred, self.frequencies, list(factors), step, new_drift)
@@ -337,25 +337,6 @@ class StreamTrainer:
         if not all(math.isfinite(v) and v > 0 for v in p) or abs(math.fsum(p) - 1.0) > _SUM_TOL:
             raise ValueError(f"frequencies must be positive and sum to 1, got {p!r}")
         return p
-
-    def _numeric_features(
-        self, features: Sequence[Mapping[str, object]]
-    ) -> dict[str, list[float | None]]:
-        """Numeric values per feature name, aligned with the batch, for the drift monitor."""
-        n = len(features)
-        out: dict[str, list[float | None]] = {}
-        wants = self.drift.wants_feature
-        for i, event in enumerate(features):
-            for name, value in event.items():
-                if type(value) not in (int, float):  # bool is not a number here
-                    continue
-                column = out.get(name)
-                if column is None:
-                    if not wants(name):
-                        continue
-                    column = out[name] = [None] * n
-                column[i] = float(value)  # type: ignore[arg-type]
-        return out
 
     # -- reporting ---------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

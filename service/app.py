@@ -21,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 from redis.exceptions import RedisError
 
+from service import resp
 from service.deps import Runtime
 from service.errors import install_error_handlers
 from service.learner_loop import Learner, VersionWatcher
@@ -84,7 +85,7 @@ async def open_runtime(
         url = rt.embedded.start()
         log.info("embedded Redis-protocol server at %s", url)
     block_s = settings.batch_max_wait_ms / 1000.0
-    rt.redis = aioredis.from_url(
+    rt.redis = resp.connect(
         url, decode_responses=False, socket_connect_timeout=5.0, socket_timeout=block_s + 10.0
     )
     try:

@@ -16,7 +16,7 @@ from service.schemas import (
     LearnEvent,
     LearnResponse,
     ORJSONResponse,
-    parse_json,
+    load_json,
     query_flag,
     validate_learn,
 )
@@ -127,8 +127,8 @@ async def _validated_records(request: Request, rt: Runtime) -> list[dict[str, An
     """Body -> stream records; every rejection is counted by reason, then re-raised."""
     data: Any = None
     try:
-        data = parse_json(await read_body(request, rt.settings.max_body_bytes))
-        events = validate_learn(data, rt.ctx)
+        data, strict_numbers = load_json(await read_body(request, rt.settings.max_body_bytes))
+        events = validate_learn(data, rt.ctx, strict_numbers)
         if rt.rate_limiter is not None:  # before late labels take (consume) their predictions
             try:
                 await rt.rate_limiter.enforce(request, len(events))

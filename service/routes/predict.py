@@ -19,7 +19,7 @@ from service.schemas import (
     ORJSONResponse,
     Prediction,
     PredictResponse,
-    parse_json,
+    load_json,
     query_features,
     validate_predict,
 )
@@ -109,8 +109,8 @@ async def predict_batch(request: Request) -> ORJSONResponse:
     started = time.perf_counter()
     check_key(request, read=True)
     rt = runtime_of(request)
-    data = parse_json(await read_body(request, rt.settings.max_body_bytes))
-    out = await _predict(rt, validate_predict(data, rt.ctx))
+    data, strict_numbers = load_json(await read_body(request, rt.settings.max_body_bytes))
+    out = await _predict(rt, validate_predict(data, rt.ctx, strict_numbers))
     rt.metrics.predict_latency.labels("post").observe(time.perf_counter() - started)
     return ORJSONResponse({"predictions": out})
 

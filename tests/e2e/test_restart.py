@@ -104,7 +104,7 @@ async def test_learning_goes_on_during_a_checkpoint_and_every_entry_is_acked_onc
         await learn_all(client, events[-50:], batch=50)  # wait=true: all applied, in order
         state1 = (await client.get("/state")).json()
     # Some checkpoint saw the model move on while its I/O was in flight.
-    moved = [b - a for a, b in zip(slow_archive_calls[::2], slow_archive_calls[1::2])]
+    moved = [b - a for a, b in zip(slow_archive_calls[::2], slow_archive_calls[1::2], strict=False)]
     assert any(m > 0 for m in moved), moved
 
     async with running(settings) as (_, client):

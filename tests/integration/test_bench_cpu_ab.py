@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_cpu_per_request_of_this_tree(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cpu_ab.main([str(ROOT), "--load", "predict_get", "--rounds", "1", "--duration", "1"]) == 0
+    args = [str(ROOT), "--load", "predict_get", "--rounds", "1", "--duration", "1"]
+    assert cpu_ab.main(args) == 0
     out = capsys.readouterr().out
     row = re.search(r"^\| predict_get \| (\d+) µs \|$", out, re.M)
     assert row, out

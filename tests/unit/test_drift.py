@@ -318,3 +318,23 @@ def test_vectorized_prior_signal_matches_event_by_event_reference() -> None:
     prior = next(s for s in monitor.signals() if s["name"] == "prior:fraud")
     assert prior["detections"] == len(hits) and prior["last_detection_event"] == hits[-1]
     assert set(seen_hits) <= set(hits)
+
+
+def test_feature_signals_read_from_events_match_full_columns() -> None:
+    """The trainer hands the batch's dicts (only sampled rows are read); the signals must
+    be the same as with full columns."""
+    scenario = Scenario(seed=5, n=12_000, change_at=6_000, amount_mean=(100.0, 140.0))
+    by_columns, by_events = DriftMonitor(CLASSES, seed=5), DriftMonitor(CLASSES, seed=5)
+    fired_columns, fired_events = [], []
+    for start, y, y_pred, probs, feats in scenario.batches():
+        events = [
+            {"amount": a, "age": b, "mcc": "5411", "flag": True}
+            for a, b in zip(feats["amount"], feats["age"], strict=True)
+        ]
+        fired_columns += by_columns.update(y, y_pred, probs, feats, time=float(start))
+        fired_events += by_events.update(y, y_pred, probs, events=events, time=float(start))
+    assert "feature:amount" in fired_events
+    assert fired_events == fired_columns
+    assert by_events.signals() == by_columns.signals()
+    with pytest.raises(ValueError, match="events has 1 entries for 2 labels"):
+        by_events.update([0, 1], [0, 1], np.full((2, 2), 0.5), events=[{}])

@@ -230,3 +230,94 @@ def test_numeric_bins_round_trip_and_mismatch_is_named() -> None:
         HashingFeaturizer(n_bits=10, numeric_bins=0).load_state_dict(f.state_dict())
     with pytest.raises(ValueError, match="numeric_bins"):
         HashingFeaturizer(numeric_bins=-1)
+
+
+# -- the column-wise encoder (batches of VECTOR_MIN_EVENTS or more) -------------------------
+
+
+def _mixed_events(n: int, seed: int) -> list[dict]:
+    """Events of several layouts: numbers (ints and floats), strings, booleans, nulls,
+    missing keys and a name that is a number in some events and a string in others."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        event: dict = {"amount": float(rng.lognormal(4.0, 1.0)), "hour": int(rng.integers(24))}
+        if i % 3:
+            event["mcc"] = str(rng.choice(["5411", "5732", "7995"]))
+        if i % 4 == 0:
+            event["foreign"] = bool(rng.random() < 0.3)
+        if i % 5 == 0:
+            event["note"] = None
+        event["mixed"] = float(rng.normal()) if i % 7 else "n/a"
+        if i % 11 == 0:
+            event = {"rare": float(rng.normal(50.0, 2.0)), **event}  # another key order
+        out.append(event)
+    return out
+
+
+def _arrays(batch: FeatureBatch) -> tuple[list, list, list]:
+    return batch.indices.tolist(), batch.offsets.tolist(), batch.weights.tolist()
+
+
+def test_column_encoder_predicts_exactly_like_the_scalar_encoder() -> None:
+    from models.features import VECTOR_MIN_EVENTS
+
+    f = HashingFeaturizer(n_bits=14, numeric_bins=16)
+    f.transform(_mixed_events(300, seed=1), update=True)
+    f.transform([{"one_value": 3.0}], update=True)  # stats with a count of 1: no spread yet
+    probe = _mixed_events(200, seed=2) + [{"one_value": 5.0, "unseen": 7.5}, {}]
+    assert len(probe) >= VECTOR_MIN_EVENTS
+    columns = f._encode_columns(probe, update=False)
+    assert columns is not None  # the plain events take the column path
+    scalar = f.encode(probe, update=False)
+    indices, offsets, weights = columns
+    assert indices.tolist() == scalar[0] and offsets.tolist() == scalar[1]
+    assert weights.tolist() == torch.tensor(scalar[2], dtype=torch.float32).tolist()
+
+
+def test_column_encoder_learns_the_same_stats_as_the_scalar_encoder() -> None:
+    columns, scalar = HashingFeaturizer(n_bits=14, numeric_bins=16), HashingFeaturizer(
+        n_bits=14, numeric_bins=16
+    )
+    events = _mixed_events(2000, seed=3)
+    for start in range(0, len(events), 250):
+        batch = events[start : start + 250]
+        by_columns = columns.transform(batch, update=True)
+        by_scalar = scalar.encode(batch, update=True)
+        assert by_columns.indices.tolist() == by_scalar[0]  # bins included
+        assert by_columns.offsets.tolist() == by_scalar[1]
+        np.testing.assert_allclose(by_columns.weights.numpy(), by_scalar[2], rtol=1e-5, atol=1e-6)
+    a, b = columns.state_dict(), scalar.state_dict()
+    assert a["names"] == b["names"]
+    np.testing.assert_allclose(a["stats"].numpy(), b["stats"].numpy(), rtol=1e-9)
+
+
+def test_column_encoder_hands_anything_unusual_to_the_scalar_encoder() -> None:
+    f = HashingFeaturizer(n_bits=10)
+    good = [{"x": float(i), "s": "a"} for i in range(40)]
+    f.transform(good, update=True)
+    before = f.state_dict()
+    for bad, field in (
+        ({"x": float("nan")}, "x"),
+        ({"x": 10**400}, "x"),
+        ({"x": [1, 2]}, "x"),
+        ({1: 2.0}, "1"),
+    ):
+        with pytest.raises(FeatureError) as exc:
+            f.transform([*good[:30], bad, *good[30:]], update=True)
+        assert exc.value.field == field
+    after = f.state_dict()
+    assert after["names"] == before["names"] and torch.equal(after["stats"], before["stats"])
+    # numpy scalars are not plain: the scalar path encodes them, like Python numbers
+    plain = f._encode_columns([{"x": 1.5}] * 20, update=False)
+    assert plain is not None and f._encode_columns([{"x": np.float64(1.5)}] * 20, False) is None
+    assert f.transform([{"x": np.float64(1.5)}] * 20).weights.tolist() == plain[2].tolist()
+
+
+def test_column_encoder_leaves_thousands_of_one_off_names_to_the_scalar_encoder() -> None:
+    f, g = HashingFeaturizer(n_bits=12), HashingFeaturizer(n_bits=12)
+    events = [{f"id_{i}_{j}": float(j) for j in range(30)} | {"x": float(i)} for i in range(300)]
+    assert f._encode_columns(events, update=True) is None  # 9,000 columns x 300 rows
+    assert g.numeric_names == []  # and nothing was changed on the way
+    by_transform = g.transform(events, update=True)
+    assert by_transform.indices.tolist() == f.encode(events, update=True)[0]
