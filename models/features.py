@@ -64,8 +64,10 @@ def bin_index(z: float, n_bins: int) -> int:
 
 
 # Batches of at least this many events are encoded column-wise (``_encode_columns``); below
-# it numpy's fixed cost per call is more than the Python it saves.
-VECTOR_MIN_EVENTS = 32
+# it numpy's fixed cost per call (about 110 µs) is more than the Python it saves. A pair of
+# encodings (``transform_pair``) shares one reading, so it pays from fewer events.
+VECTOR_MIN_EVENTS = 24
+VECTOR_MIN_EVENTS_PAIR = 16
 
 # High-cardinality string values would grow the hash cache without bound; it is only a
 # cache, so it is simply cleared when it gets this large.
@@ -131,6 +133,9 @@ class FeatureBatch:
     weights: torch.Tensor  # float32 [nnz]
     size: int
 
+    def __len__(self) -> int:
+        return self.size
+
 
 def _per_event(plan_of: np.ndarray, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate ``rows[plan_of[i]]`` over events i, with each element's event: the
@@ -151,6 +156,31 @@ def _per_event(plan_of: np.ndarray, rows: list[np.ndarray]) -> tuple[np.ndarray,
     counts = lengths[plan_of]
     taken = np.arange(width) < counts[:, None]
     return np.repeat(np.arange(len(plan_of)), counts), padded[plan_of][taken]
+
+
+def _feature_batch(indices: np.ndarray, offsets: np.ndarray, weights: np.ndarray) -> FeatureBatch:
+    return FeatureBatch(
+        indices=torch.from_numpy(indices),
+        offsets=torch.from_numpy(offsets),
+        weights=torch.from_numpy(weights),
+        size=len(offsets),
+    )
+
+
+class _Columns:
+    """A batch read by ``HashingFeaturizer._gather``: what does not depend on the numbers'
+    statistics, so one reading serves both encodings of a labeled batch."""
+
+    __slots__ = ("fixed_index", "fixed_weight", "gid", "names", "offsets", "where", "x")
+
+    def __init__(self, n_events: int) -> None:
+        self.offsets = np.zeros(n_events, dtype=np.int64)  # each event's first entry
+        self.where = np.empty(0, dtype=np.int64)  # entry position of each part's element
+        self.fixed_index: np.ndarray | None = None  # string / boolean slots, their weights
+        self.fixed_weight: np.ndarray | None = None
+        self.x: np.ndarray | None = None  # the numbers, their columns, the columns' names
+        self.gid: np.ndarray | None = None
+        self.names: list[str] = []
 
 
 class _Plan:
@@ -298,13 +328,7 @@ class HashingFeaturizer:
         if len(batch) >= VECTOR_MIN_EVENTS:
             columns = self._encode_columns(batch, update)
             if columns is not None:
-                indices_np, offsets_np, weights_np = columns
-                return FeatureBatch(
-                    indices=torch.from_numpy(indices_np),
-                    offsets=torch.from_numpy(offsets_np),
-                    weights=torch.from_numpy(weights_np),
-                    size=len(batch),
-                )
+                return _feature_batch(*columns)
         indices, offsets, weights = self.encode(batch, update=update)
         return FeatureBatch(
             indices=as_tensor(indices, "q"),
@@ -312,6 +336,22 @@ class HashingFeaturizer:
             weights=as_tensor(weights, "f"),
             size=len(offsets),
         )
+
+    def transform_pair(
+        self, batch: Sequence[Mapping[str, object]]
+    ) -> tuple[FeatureBatch, FeatureBatch]:
+        """``transform(batch)``, then ``transform(batch, update=True)``: the encodings of a
+        labeled batch before learning (the prequential prediction) and for the learning
+        step, equal to the two calls. A column-wise batch is read once for both, which
+        halves the featurizer's share of a step; the stats move, as in the second call."""
+        if len(batch) >= VECTOR_MIN_EVENTS_PAIR:
+            layout = self._gather(batch)
+            if layout is not None:
+                before = self._assemble(layout, update=False)
+                after = self._assemble(layout, update=True) if before is not None else None
+                if before is not None and after is not None:
+                    return _feature_batch(*before), _feature_batch(*after)
+        return self.transform(batch), self.transform(batch, update=True)
 
     def encode(
         self, batch: Sequence[Mapping[str, object]], *, update: bool = False
@@ -426,7 +466,14 @@ class HashingFeaturizer:
     def _encode_columns(
         self, batch: Sequence[Mapping[str, Any]], update: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """``_encode`` for a batch of plain events, with the arithmetic done per column.
+        """``_encode`` for a batch of plain events, with the arithmetic done per column
+        (``_gather`` then ``_assemble``); None, having changed nothing, where ``_encode``
+        must do it."""
+        layout = self._gather(batch)
+        return None if layout is None else self._assemble(layout, update)
+
+    def _gather(self, batch: Sequence[Mapping[str, Any]]) -> _Columns | None:
+        """Read a batch of plain events into columns; ``_encode``'s work, done per column.
 
         Events of a stream mostly share a layout (the same keys with the same value types),
         so the Python work per event is a handful of C-level calls: the layout's plan
@@ -484,16 +531,14 @@ class HashingFeaturizer:
             for rel in plan.boolean_rel:
                 boolean_weights.append(1.0 if values[rel] else 0.0)
         n_events = len(batch)
-        n_bins = self.numeric_bins
         # Pair r of event i gets the key 2 * (first[i] + r), its bin the next key: ranking the
         # keys restores _encode's order (pairs in dict order, each bin after its number).
         plan_of = np.array(event_plans, dtype=np.intp)
         first = np.zeros(n_events + 1, dtype=np.int64)
         np.cumsum(np.array([p.size for p in plan_list], dtype=np.int64)[plan_of], out=first[1:])
+        layout = _Columns(n_events)
         parts_event: list[np.ndarray] = []
         parts_key: list[np.ndarray] = []
-        parts_index: list[np.ndarray] = []
-        parts_weight: list[np.ndarray] = []
         if string_slots or boolean_weights:
             # per event: its string slots, then its boolean slots (the plan's fixed_rel order)
             fixed_event, fixed_rel = _per_event(plan_of, [p.fixed_rel for p in plan_list])
@@ -501,54 +546,67 @@ class HashingFeaturizer:
             _, boolean_slots = _per_event(plan_of, [p.boolean_slots for p in plan_list])
             parts_event.append(fixed_event)
             parts_key.append(2 * (first[fixed_event] + fixed_rel))
-            fixed_index = np.empty(len(fixed_event), dtype=np.int64)
-            fixed_index[string_at] = string_slots
-            fixed_index[~string_at] = boolean_slots
-            fixed_weight = np.ones(len(fixed_event))
-            fixed_weight[~string_at] = boolean_weights
-            parts_index.append(fixed_index)
-            parts_weight.append(fixed_weight)
+            layout.fixed_index = np.empty(len(fixed_event), dtype=np.int64)
+            layout.fixed_index[string_at] = string_slots
+            layout.fixed_index[~string_at] = boolean_slots
+            layout.fixed_weight = np.ones(len(fixed_event))
+            layout.fixed_weight[~string_at] = boolean_weights
         if numbers:
             try:
-                x = np.array(numbers, dtype=np.float64)
+                layout.x = np.array(numbers, dtype=np.float64)
             except OverflowError:  # an int beyond float range: _encode names it
                 return None
-            if not np.isfinite(x).all():
+            if not np.isfinite(layout.x).all():
                 return None
-            num_event, gid = _per_event(plan_of, [p.num_gid for p in plan_list])
-            standardized = self._standardize_columns(list(gids), gid, x, update)
-            if standardized is None:
-                return None
-            z, name_slots, bin_slots = standardized
+            num_event, layout.gid = _per_event(plan_of, [p.num_gid for p in plan_list])
+            layout.names = list(gids)
             _, num_rel = _per_event(plan_of, [p.num_rel for p in plan_list])
             num_key = 2 * (first[num_event] + num_rel)
             parts_event.append(num_event)
             parts_key.append(num_key)
+            if self.numeric_bins:
+                parts_event.append(num_event)
+                parts_key.append(num_key + 1)
+        if parts_key:
+            keys = np.concatenate(parts_key)
+            occupied = np.zeros(2 * int(first[-1]), dtype=np.int64)
+            occupied[keys] = 1
+            layout.where = (np.cumsum(occupied) - 1)[keys]
+            per_event = np.bincount(np.concatenate(parts_event), minlength=n_events)
+            np.cumsum(per_event[:-1], out=layout.offsets[1:])
+        return layout
+
+    def _assemble(
+        self, layout: _Columns, update: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The (indices, offsets, weights) of a gathered batch: its numbers standardized
+        (moving the stats with ``update``), their bins, everything in ``_encode``'s order."""
+        n_entries = len(layout.where)
+        parts_index: list[np.ndarray] = []
+        parts_weight: list[np.ndarray] = []
+        if layout.fixed_index is not None:
+            parts_index.append(layout.fixed_index)
+            parts_weight.append(layout.fixed_weight)
+        if layout.x is not None:
+            gid = layout.gid
+            standardized = self._standardize_columns(layout.names, gid, layout.x, update)
+            if standardized is None:
+                return None
+            z, name_slots, bin_slots = standardized
             parts_index.append(name_slots[gid])
             parts_weight.append(z)
             if bin_slots is not None:
+                n_bins = self.numeric_bins
                 k = ((z + BIN_RANGE) * n_bins / (2.0 * BIN_RANGE)).astype(np.int64)  # int()
                 np.clip(k, 0, n_bins - 1, out=k)
-                parts_event.append(num_event)
-                parts_key.append(num_key + 1)
                 parts_index.append(bin_slots[gid, k])
                 parts_weight.append(np.ones(len(z)))
-        if not parts_key:
-            return np.empty(0, dtype=np.int64), np.zeros(n_events, dtype=np.int64), np.empty(
-                0, dtype=np.float32
-            )
-        keys = np.concatenate(parts_key)
-        occupied = np.zeros(2 * int(first[-1]), dtype=np.int64)
-        occupied[keys] = 1
-        where = (np.cumsum(occupied) - 1)[keys]
-        indices = np.empty(len(keys), dtype=np.int64)
-        indices[where] = np.concatenate(parts_index)
-        weights = np.empty(len(keys), dtype=np.float32)
-        weights[where] = np.concatenate(parts_weight)  # the same float64 -> float32 cast
-        per_event = np.bincount(np.concatenate(parts_event), minlength=n_events)
-        offsets = np.zeros(n_events, dtype=np.int64)
-        np.cumsum(per_event[:-1], out=offsets[1:])
-        return indices, offsets, weights
+        indices = np.empty(n_entries, dtype=np.int64)
+        weights = np.empty(n_entries, dtype=np.float32)
+        if n_entries:
+            indices[layout.where] = np.concatenate(parts_index)
+            weights[layout.where] = np.concatenate(parts_weight)  # the same float64 -> float32
+        return indices, layout.offsets.copy(), weights
 
     def _standardize_columns(
         self, names: list[str], gid: np.ndarray, x: np.ndarray, update: bool

@@ -27,9 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.features import HashingFeaturizer
+from models.features import FeatureBatch, HashingFeaturizer
 from models.networks import NETWORKS, LogisticRegression, build_network
 from models.strategies import StepContext, Strategy, build_strategy
+
+# Feature dicts, or their encoding when the caller has it already (a labeled batch's pair
+# from ``HashingFeaturizer.transform_pair``, read once for both uses).
+Events = Sequence[Mapping[str, object]] | FeatureBatch
 
 __all__ = ["OPTIMIZERS", "OnlineLearner", "PlainSGD", "SparseDenseAdam", "StepStats", "cap_scale"]
 
@@ -153,23 +157,29 @@ class OnlineLearner:
         """Labeled events seen per class (the ``weighted`` strategy's default counts)."""
         return self._class_counts.tolist()
 
+    def _encoded(self, features: Events, update: bool) -> FeatureBatch:
+        if isinstance(features, FeatureBatch):
+            return features
+        return self.featurizer.transform(features, update=update)
+
     # -- inference ---------------------------------------------------------------------
-    def logits(self, features: Sequence[Mapping[str, object]]) -> torch.Tensor:
-        """Raw logits [B, K]; never updates featurizer statistics."""
-        batch = self.featurizer.transform(features, update=False)
+    def logits(self, features: Events) -> torch.Tensor:
+        """Raw logits [B, K]; never updates featurizer statistics. ``features`` may be
+        feature dicts or their FeatureBatch, encoded without update (see ``Events``)."""
+        batch = self._encoded(features, update=False)
         with torch.inference_mode():
             if self.network.training:  # Module.eval() walks every submodule: skip if set
                 self.network.eval()
             return self.network(batch)
 
-    def predict_proba(self, features: Sequence[Mapping[str, object]]) -> np.ndarray:
+    def predict_proba(self, features: Events) -> np.ndarray:
         """The model's own softmax [B, K] (float64). Not calibrated: for strategies that
         reweight classes the caller divides by ``calibration_factors`` and renormalizes."""
         if len(features) and isinstance(self.network, LogisticRegression):
             return self._logreg_proba(features)
         return torch.softmax(self.logits(features).to(torch.float64), dim=1).numpy()
 
-    def _logreg_proba(self, features: Sequence[Mapping[str, object]]) -> np.ndarray:
+    def _logreg_proba(self, features: Events) -> np.ndarray:
         """``predict_proba`` of a logistic regression, minus the module overhead.
 
         The same kernel on the same inputs (``F.embedding_bag`` on the layer's weight, then
@@ -179,7 +189,7 @@ class OnlineLearner:
         its mode is left as it is. ``tests/unit/test_fast_predict.py`` checks it equals the
         torch module path bit for bit.
         """
-        batch = self.featurizer.transform(features, update=False)
+        batch = self._encoded(features, update=False)
         with torch.inference_mode():
             out = F.embedding_bag(
                 batch.indices,
@@ -223,19 +233,21 @@ class OnlineLearner:
     # -- learning ----------------------------------------------------------------------
     def learn(
         self,
-        features: Sequence[Mapping[str, object]],
+        features: Events,
         labels: Sequence[int],
         factors: Sequence[float],
         priors: Sequence[float],
         counts: Sequence[float] | None = None,
     ) -> StepStats:
-        """One guarded step on a labeled micro-batch; see the module docstring."""
+        """One guarded step on a labeled micro-batch; see the module docstring. A
+        FeatureBatch for ``features`` must come from an encoding with update (the second
+        of ``HashingFeaturizer.transform_pair``): the statistics have then already moved."""
         y = self._labels(labels)
         if len(features) != y.shape[0]:
             raise ValueError(f"features has {len(features)} events but labels has {y.shape[0]}")
         batch_counts = torch.bincount(y, minlength=self.n_classes).to(torch.float64)
         ctx = self._context(factors, priors, counts, self._class_counts + batch_counts)
-        batch = self.featurizer.transform(features, update=True)
+        batch = self._encoded(features, update=True)
         self._class_counts += batch_counts
         self.events_seen += batch.size
         k = self.n_classes

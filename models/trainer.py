@@ -30,7 +30,7 @@ from models import snapshot
 from models.calibration import RULES, DecisionRule, prior_correct
 from models.drift import DriftMonitor
 from models.frequency import ClassFrequencyEstimator
-from models.learner import OPTIMIZERS, OnlineLearner, StepStats
+from models.learner import OPTIMIZERS, Events, OnlineLearner, StepStats
 from models.metrics import PrequentialMetrics
 from models.networks import NETWORKS
 from models.rescaling import SCHEMES, FactorSmoother
@@ -224,8 +224,9 @@ class StreamTrainer:
         """Current smoothed rescaling factors (all ones before the first batch)."""
         return self.smoother.factors
 
-    def predict(self, features: Sequence[Mapping[str, object]]) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated probabilities [B, K] under the current prior and decided labels [B]."""
+    def predict(self, features: Events) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities [B, K] under the current prior and decided labels [B]
+        (``features``: feature dicts, or their FeatureBatch encoded without update)."""
         k = len(self.classes)
         if len(features) == 0:
             return np.zeros((0, k)), np.zeros(0, dtype=np.int64)
@@ -281,15 +282,22 @@ class StreamTrainer:
         n = len(y)
         if len(features) != n:
             raise ValueError(f"features has {len(features)} events but labels has {n}")
-        if timestamps is not None and len(timestamps) != n:
-            raise ValueError(f"timestamps has {len(timestamps)} entries for {n} labels")
+        if timestamps is not None:
+            if len(timestamps) != n:
+                raise ValueError(f"timestamps has {len(timestamps)} entries for {n} labels")
+            # checked here, not only by the estimator: nothing may move before a bad batch fails
+            if not all(map(math.isfinite, timestamps)):
+                raise ValueError("timestamps must be finite")
         given = None if frequencies is None else self._check_frequencies(frequencies)
         k = len(self.classes)
         if n == 0:
             empty = StepStats(0.0, [0.0] * k, [0.0] * k, 0.0, False, False, 0)
             probs, y_pred = self.predict(features)
             return BatchReport(0, probs, y_pred, self.frequencies, self.factors, empty, [])
-        probs, y_pred = self.predict(features)  # also validates every event before any update
+        # Both encodings at once (the featurizer reads the batch once); a bad event raises
+        # here, before any update.
+        before, after = self.learner.featurizer.transform_pair(features)
+        probs, y_pred = self.predict(before)
         self.metrics.update(y, probs, y_pred.tolist())
         local = self.estimator.update(y, timestamps)
         if given is not None:
@@ -299,7 +307,7 @@ class StreamTrainer:
         for label in y:
             self.counts[label] += 1
         factors = self.smoother.update(self._frequencies, counts=self.counts)
-        step = self.learner.learn(features, y, factors, self._frequencies)
+        step = self.learner.learn(after, y, factors, self._frequencies)
         self.events_learned += n
         self.batches += 1
         new_drift = self.drift.update(

@@ -321,3 +321,17 @@ def test_column_encoder_leaves_thousands_of_one_off_names_to_the_scalar_encoder(
     assert g.numeric_names == []  # and nothing was changed on the way
     by_transform = g.transform(events, update=True)
     assert by_transform.indices.tolist() == f.encode(events, update=True)[0]
+
+
+@pytest.mark.parametrize("n", [5, 200])  # the scalar path, and the column path read once
+def test_transform_pair_equals_the_two_transforms(n: int) -> None:
+    paired, separate = HashingFeaturizer(n_bits=14, numeric_bins=16), HashingFeaturizer(
+        n_bits=14, numeric_bins=16
+    )
+    for seed in range(3):
+        events = _mixed_events(n, seed=seed)
+        before, after = paired.transform_pair(events)
+        assert _arrays(before) == _arrays(separate.transform(events))
+        assert _arrays(after) == _arrays(separate.transform(events, update=True))
+        assert len(before) == len(after) == n
+    assert torch.equal(paired.state_dict()["stats"], separate.state_dict()["stats"])

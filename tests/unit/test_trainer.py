@@ -229,6 +229,8 @@ def test_labels_by_name_and_bad_batches_change_nothing() -> None:
         trainer.process(features[:1], [5])
     with pytest.raises(ValueError, match="features has 3 events"):
         trainer.process(features[:3], labels[:2])
+    with pytest.raises(ValueError, match="timestamps must be finite"):
+        trainer.process(features, labels, timestamps=[1.0] * 99 + [math.inf])
     assert trainer.to_bytes() == snapshot  # nothing was half applied
     assert trainer.events_learned == 100 and trainer.metrics.events_seen == 100
 
