@@ -68,6 +68,7 @@ def bin_index(z: float, n_bins: int) -> int:
 # encodings (``transform_pair``) shares one reading, so it pays from fewer events.
 VECTOR_MIN_EVENTS = 24
 VECTOR_MIN_EVENTS_PAIR = 16
+_COLUMN_MAX_ABS = 1e100
 
 # High-cardinality string values would grow the hash cache without bound; it is only a
 # cache, so it is simply cleared when it gets this large.
@@ -556,7 +557,10 @@ class HashingFeaturizer:
                 layout.x = np.array(numbers, dtype=np.float64)
             except OverflowError:  # an int beyond float range: _encode names it
                 return None
-            if not np.isfinite(layout.x).all():
+            # Not finite: _encode names it. Beyond 1e100, S2 - S1**2 / n could become
+            # inf - inf = NaN, and NaN stats would poison every later value of the feature;
+            # Welford's recurrence (in _encode) at worst reaches infinity.
+            if not (np.abs(layout.x) <= _COLUMN_MAX_ABS).all():
                 return None
             num_event, layout.gid = _per_event(plan_of, [p.num_gid for p in plan_list])
             layout.names = list(gids)

@@ -335,3 +335,16 @@ def test_transform_pair_equals_the_two_transforms(n: int) -> None:
         assert _arrays(after) == _arrays(separate.transform(events, update=True))
         assert len(before) == len(after) == n
     assert torch.equal(paired.state_dict()["stats"], separate.state_dict()["stats"])
+
+
+def test_huge_numbers_keep_the_column_encoder_out_and_the_stats_free_of_nan() -> None:
+    """Squares of 1e200 overflow the column path's running sums into NaN; such a batch
+    goes to the scalar path, whose Welford recurrence at worst reaches infinity."""
+    f, g = HashingFeaturizer(n_bits=10), HashingFeaturizer(n_bits=10)
+    events = [{"x": float(i)} for i in range(40)] + [{"x": 1e200}]
+    assert f._encode_columns(events, update=True) is None
+    by_transform = f.transform(events, update=True)
+    expected = torch.tensor(g.encode(events, update=True)[2], dtype=torch.float32)
+    assert torch.equal(by_transform.weights, expected)
+    assert not np.isnan(f.state_dict()["stats"].numpy()).any()
+    assert not np.isnan(f.transform([{"x": 3.0}] * 30).weights.numpy()).any()
