@@ -330,6 +330,11 @@ class HashingFeaturizer:
             columns = self._encode_columns(batch, update)
             if columns is not None:
                 return _feature_batch(*columns)
+        return self._transform_scalar(batch, update)
+
+    def _transform_scalar(
+        self, batch: Sequence[Mapping[str, object]], update: bool
+    ) -> FeatureBatch:
         indices, offsets, weights = self.encode(batch, update=update)
         return FeatureBatch(
             indices=as_tensor(indices, "q"),
@@ -348,10 +353,14 @@ class HashingFeaturizer:
         if len(batch) >= VECTOR_MIN_EVENTS_PAIR:
             layout = self._gather(batch)
             if layout is not None:
-                before = self._assemble(layout, update=False)
-                after = self._assemble(layout, update=True) if before is not None else None
-                if before is not None and after is not None:
-                    return _feature_batch(*before), _feature_batch(*after)
+                before = self._assemble(layout, update=False)  # never None: no stats move
+                after = self._assemble(layout, update=True)
+                if before is not None:
+                    return _feature_batch(*before), (
+                        _feature_batch(*after)
+                        if after is not None  # too ragged for the running sums: scalar
+                        else self._transform_scalar(batch, update=True)
+                    )
         return self.transform(batch), self.transform(batch, update=True)
 
     def encode(

@@ -348,3 +348,16 @@ def test_huge_numbers_keep_the_column_encoder_out_and_the_stats_free_of_nan() ->
     assert torch.equal(by_transform.weights, expected)
     assert not np.isnan(f.state_dict()["stats"].numpy()).any()
     assert not np.isnan(f.transform([{"x": 3.0}] * 30).weights.numpy()).any()
+
+
+def test_transform_pair_of_a_ragged_batch_equals_the_two_transforms() -> None:
+    """Predicting takes the column path, the update is too ragged for it: the pair mixes
+    both paths and must still equal the two calls."""
+    events = [{f"id_{i}_{j}": float(j) for j in range(30)} | {"x": float(i)} for i in range(300)]
+    paired, separate = HashingFeaturizer(n_bits=12), HashingFeaturizer(n_bits=12)
+    paired.transform(events[:1], update=True)
+    separate.transform(events[:1], update=True)
+    before, after = paired.transform_pair(events)
+    assert _arrays(before) == _arrays(separate.transform(events))
+    assert _arrays(after) == _arrays(separate.transform(events, update=True))
+    assert torch.equal(paired.state_dict()["stats"], separate.state_dict()["stats"])
