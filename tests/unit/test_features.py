@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.features import CLIP, FeatureBatch, FeatureError, HashingFeaturizer, stable_hash
 
@@ -361,3 +363,38 @@ def test_transform_pair_of_a_ragged_batch_equals_the_two_transforms() -> None:
     assert _arrays(before) == _arrays(separate.transform(events))
     assert _arrays(after) == _arrays(separate.transform(events, update=True))
     assert torch.equal(paired.state_dict()["stats"], separate.state_dict()["stats"])
+
+
+# Property: on any batch of plain events, the column path predicts exactly like the scalar
+# path and learns the same statistics to rounding, whatever the layouts, types and order.
+_names = st.sampled_from(["a", "b", "c", "amount", "mcc", "flag", "z"])
+_values = st.one_of(
+    st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+    st.integers(-(10**6), 10**6),
+    st.sampled_from(["x", "y", "5411", ""]),
+    st.booleans(),
+    st.none(),
+)
+_events = st.lists(st.dictionaries(_names, _values, max_size=7), min_size=24, max_size=80)
+
+
+@settings(max_examples=60, deadline=None)
+@given(warmup=_events, batch=_events)
+def test_column_path_matches_the_scalar_path_on_any_plain_batch(warmup, batch) -> None:
+    columns = HashingFeaturizer(n_bits=12, numeric_bins=8)
+    scalar = HashingFeaturizer(n_bits=12, numeric_bins=8)
+    columns.transform(warmup, update=True)
+    scalar.encode(warmup, update=True)
+    predicted = columns._encode_columns(batch, update=False)
+    assert predicted is not None
+    expected = scalar.encode(batch)
+    assert predicted[0].tolist() == expected[0] and predicted[1].tolist() == expected[1]
+    assert predicted[2].tolist() == torch.tensor(expected[2], dtype=torch.float32).tolist()
+    learned = columns._encode_columns(batch, update=True)
+    assert learned is not None
+    expected = scalar.encode(batch, update=True)
+    assert learned[1].tolist() == expected[1]
+    np.testing.assert_allclose(learned[2], expected[2], rtol=1e-5, atol=1e-5)
+    a, b = columns.state_dict(), scalar.state_dict()
+    assert a["names"] == b["names"]
+    np.testing.assert_allclose(a["stats"].numpy(), b["stats"].numpy(), rtol=1e-7, atol=1e-6)
