@@ -892,41 +892,23 @@ def build_rows(res: Results) -> list[Row]:
             None,
         )
     )
-    if res.trainer:
-        rows.append(
-            Row(
-                "(info) models/ learner step alone: StreamTrainer.process, 256-event batches, "
-                "torch default threads",
-                _fmt(median(res.trainer), "ev/s"),
-                _fmt(river, "ev/s"),
-                median(res.trainer) / river,
-                "",
-                None,
-            )
-        )
-    if res.trainer_1t:
-        rows.append(
-            Row(
-                "(info) the same with torch.set_num_threads(1)",
-                _fmt(median(res.trainer_1t), "ev/s"),
-                _fmt(river, "ev/s"),
-                median(res.trainer_1t) / river,
-                "",
-                None,
-            )
-        )
-    if res.trainer_service:
-        rows.append(
-            Row(
-                f"(info) the same at the service's micro-batch size ({res.service_batch} "
-                "events, batch_max_size), one thread",
-                _fmt(median(res.trainer_service), "ev/s"),
-                _fmt(river, "ev/s"),
-                median(res.trainer_service) / river,
-                "",
-                None,
-            )
-        )
+    learner_rows = (
+        (
+            "(info) models/ learner step alone: StreamTrainer.process, 256-event batches, "
+            "torch default threads",
+            res.trainer,
+        ),
+        ("(info) the same with torch.set_num_threads(1)", res.trainer_1t),
+        (
+            f"(info) the same at the service's micro-batch size ({res.service_batch} events, "
+            "batch_max_size), one thread",
+            res.trainer_service,
+        ),
+    )
+    for label, samples in learner_rows:
+        if samples:
+            eps = median(samples)
+            rows.append(Row(label, _fmt(eps, "ev/s"), _fmt(river, "ev/s"), eps / river, "", None))
     return rows
 
 

@@ -499,7 +499,7 @@ class HashingFeaturizer:
         """
         max_features = self.max_features
         gids: dict[str, int] = {}  # numeric name -> its column in this batch
-        plans: dict[tuple, _Plan | None] = {}
+        plans: dict[tuple, _Plan] = {}
         plan_list: list[_Plan] = []
         event_plans: list[int] = []  # per event: its plan's index in plan_list
         numbers: list[float] = []
@@ -518,16 +518,13 @@ class HashingFeaturizer:
             types = tuple(map(type, values))
             if plan is None or names != last_names or types != last_types:
                 signature = (names, types)
-                if signature in plans:
-                    plan = plans[signature]
-                else:
-                    plan = plans[signature] = _Plan.of(
-                        len(plan_list), names, types, gids, slot_of
-                    )
-                    if plan is not None:
-                        plan_list.append(plan)
+                plan = plans.get(signature)
                 if plan is None:
-                    return None
+                    plan = _Plan.of(len(plan_list), names, types, gids, slot_of)
+                    if plan is None:
+                        return None
+                    plans[signature] = plan
+                    plan_list.append(plan)
                 last_names, last_types = names, types
             event_plans.append(plan.index)
             if plan.numbers is not None:
