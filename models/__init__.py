@@ -18,6 +18,7 @@ from models import (
     metrics,
     networks,
     rescaling,
+    sketch,
     snapshot,
     strategies,
     trainer,
@@ -30,6 +31,7 @@ from models.learner import *  # noqa: F403
 from models.metrics import *  # noqa: F403
 from models.networks import *  # noqa: F403
 from models.rescaling import *  # noqa: F403
+from models.sketch import *  # noqa: F403
 from models.snapshot import *  # noqa: F403
 from models.strategies import *  # noqa: F403
 from models.trainer import *  # noqa: F403
@@ -43,6 +45,7 @@ __all__ = [
     *metrics.__all__,
     *networks.__all__,
     *rescaling.__all__,
+    *sketch.__all__,
     *snapshot.__all__,
     *strategies.__all__,
     *trainer.__all__,
