@@ -14,6 +14,7 @@ from models import (
     drift,
     features,
     frequency,
+    kernels,
     learner,
     metrics,
     networks,
@@ -27,6 +28,7 @@ from models.calibration import *  # noqa: F403
 from models.drift import *  # noqa: F403
 from models.features import *  # noqa: F403
 from models.frequency import *  # noqa: F403
+from models.kernels import *  # noqa: F403
 from models.learner import *  # noqa: F403
 from models.metrics import *  # noqa: F403
 from models.networks import *  # noqa: F403
@@ -41,6 +43,7 @@ __all__ = [
     *drift.__all__,
     *features.__all__,
     *frequency.__all__,
+    *kernels.__all__,
     *learner.__all__,
     *metrics.__all__,
     *networks.__all__,

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from models.features import FeatureBatch, HashingFeaturizer
-from models.networks import NETWORKS, LogisticRegression, build_network
+from models import kernels
+from models.features import VECTOR_MIN_EVENTS, FeatureBatch, HashingFeaturizer
+from models.networks import NETWORKS, build_network
 from models.strategies import StepContext, Strategy, build_strategy
 
 # Feature dicts, or their encoding when the caller has it already (a labeled batch's pair
@@ -142,6 +142,9 @@ class OnlineLearner:
             self.optimizer = SparseDenseAdam(self.network, lr=self.lr)
         # Strategy randomness (oob's Poisson draws); part of the snapshot so runs replay.
         self.generator = torch.Generator().manual_seed(seed + 1)
+        # Views of the parameters for the prediction kernels: they follow every in-place
+        # update (the optimizers' and load_state_dict's copy_), so they are made once.
+        self._weights = kernels.export_weights(self.network)
         self._reset()
 
     def _reset(self) -> None:
@@ -174,32 +177,26 @@ class OnlineLearner:
 
     def predict_proba(self, features: Events) -> np.ndarray:
         """The model's own softmax [B, K] (float64). Not calibrated: for strategies that
-        reweight classes the caller divides by ``calibration_factors`` and renormalizes."""
-        if len(features) and isinstance(self.network, LogisticRegression):
-            return self._logreg_proba(features)
-        return torch.softmax(self.logits(features).to(torch.float64), dim=1).numpy()
+        reweight classes the caller divides by ``calibration_factors`` and renormalizes.
 
-    def _logreg_proba(self, features: Events) -> np.ndarray:
-        """``predict_proba`` of a logistic regression, minus the module overhead.
-
-        The same kernel on the same inputs (``F.embedding_bag`` on the layer's weight, then
-        ``+ bias`` and a float64 softmax: what ``LogisticRegression.forward`` computes), but
-        without the module dispatch and the ``eval()`` walk over submodules: for one event
-        those cost more than the arithmetic. The layer has no train/eval-dependent part, so
-        its mode is left as it is. ``tests/unit/test_fast_predict.py`` checks it equals the
-        torch module path bit for bit.
+        Computed by ``models.kernels`` from the parameters as numpy arrays, without autograd
+        or module dispatch; equal to the network module's softmax to 1e-6
+        (tests/unit/test_fast_predict.py). Featurizing never updates statistics here.
         """
-        batch = self._encoded(features, update=False)
-        with torch.inference_mode():
-            out = F.embedding_bag(
-                batch.indices,
-                self.network.linear.weight,
-                batch.offsets,
-                mode="sum",
-                per_sample_weights=batch.weights,
-            )
-            logits = out + self.network.bias
-            return torch.softmax(logits.to(torch.float64), dim=1).numpy()
+        if not len(features):
+            return np.zeros((0, self.n_classes))
+        if isinstance(features, FeatureBatch):
+            arrays = (features.indices.numpy(), features.offsets.numpy(), features.weights.numpy())
+            return kernels.predict_proba(self._weights, *arrays)
+        if len(features) >= VECTOR_MIN_EVENTS:
+            batch = self.featurizer.transform(features)
+            return self.predict_proba(batch)
+        return kernels.predict_proba(self._weights, *self.featurizer.encode(features))
+
+    def export_weights(self) -> dict[str, np.ndarray]:
+        """The network's parameters as named numpy views (see ``models.kernels``): what a
+        serving process needs to predict, without torch's modules."""
+        return kernels.export_weights(self.network)
 
     def calibration_factors(
         self,
