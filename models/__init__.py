@@ -10,6 +10,7 @@ code. Each submodule's ``__all__`` is re-exported here, so the two cannot drift 
 from __future__ import annotations
 
 from models import (
+    analytic,
     calibration,
     drift,
     features,
@@ -24,6 +25,7 @@ from models import (
     strategies,
     trainer,
 )
+from models.analytic import *  # noqa: F403
 from models.calibration import *  # noqa: F403
 from models.drift import *  # noqa: F403
 from models.features import *  # noqa: F403
@@ -39,6 +41,7 @@ from models.strategies import *  # noqa: F403
 from models.trainer import *  # noqa: F403
 
 __all__ = [
+    *analytic.__all__,
     *calibration.__all__,
     *drift.__all__,
     *features.__all__,
