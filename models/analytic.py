@@ -11,8 +11,8 @@ the reduction's 1/B) has the gradients
     dL/dW[s]   = sum over the occurrences j of slot s of v_j dL/dz_{i(j)}
 
 The functions here compute them in float32 as torch does (bag sums left to right, bias
-last; a slot's occurrences are summed in float64 and rounded once), so the learner's
-guards see the same overflow to infinity as with autograd.
+last; a slot's occurrences summed in input order), so the learner's guards see the same
+overflow to infinity as with autograd.
 """
 
 from __future__ import annotations
@@ -80,8 +80,13 @@ def bag_gradients(
     lengths = np.diff(np.append(offsets, values.size))
     event_of = np.repeat(np.arange(len(offsets)), lengths)
     occurrences = logit_grad[event_of] * values[:, None]
-    slots, slot_of = np.unique(indices, return_inverse=True)
-    rows = np.empty((len(slots), logit_grad.shape[1]), dtype=np.float32)
-    for c in range(logit_grad.shape[1]):  # duplicates summed in float64, rounded once
-        rows[:, c] = np.bincount(slot_of, weights=occurrences[:, c], minlength=len(slots))
-    return slots, rows, logit_grad.sum(axis=0)
+    if not indices.size:
+        return indices, occurrences, logit_grad.sum(axis=0)
+    order = np.argsort(indices, kind="stable")  # a slot's occurrences stay in input order
+    sorted_slots = indices[order]
+    first = np.empty(sorted_slots.size, dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_slots[1:], sorted_slots[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    rows = np.add.reduceat(occurrences[order], starts, axis=0)
+    return sorted_slots[starts], rows, logit_grad.sum(axis=0)
