@@ -1,9 +1,12 @@
 """Checks of the README and docs/ that keep them true: relative links resolve (file and
-heading), the README's settings table matches `Settings` field for field and default for
-default, and the README holds no run log (timestamps, "this round")."""
+heading), the imports in Python examples work, the README's settings table matches
+`Settings` field for field and default for default, and the README holds no run log
+(timestamps, "this round"). docs/history/ is a record of older code and is not checked
+for imports."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -84,6 +87,34 @@ def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path: Pat
         "#nope (no such heading)",
         "c.png (no such file)",
     ]
+
+
+def _python_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of each `from M import a, b` / `import M` in the ```python blocks."""
+    blocks = re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.M | re.S)
+    found = []
+    for line in "\n".join(blocks).splitlines():
+        if m := re.match(r"from ([\w.]+) import ([\w, ]+)$", line.strip()):
+            found.append((m[1], [n.strip() for n in m[2].split(",")]))
+        elif m := re.match(r"import ([\w.]+)(?: as \w+)?$", line.strip()):
+            found.append((m[1], []))
+    return found
+
+
+EXAMPLES = [p for p in DOCS if "history" not in p.parts and _python_imports(p)]
+
+
+@pytest.mark.parametrize("doc", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_imports_of_python_examples_work(doc: Path) -> None:
+    missing = []
+    for module, names in _python_imports(doc):
+        try:
+            imported = importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+            continue
+        missing += [f"{module}.{n}" for n in names if not hasattr(imported, n)]
+    assert not missing, f"{doc.relative_to(ROOT)}: examples import what does not exist: {missing}"
 
 
 def _settings_table() -> dict[str, str]:
