@@ -9,7 +9,9 @@ first, and every process measures river (StandardScaler | LogisticRegression,
 predict_proba_one then learn_one) next to `StreamTrainer.process` on the same events,
 so each ours/river ratio comes from one process. Rows: micro-batches of 256 events with
 torch's default threads and with one thread, and of 64 events (the service's
-`batch_max_size`) with one thread. The table gives medians over rounds.
+`batch_max_size`) with one thread; then the model's side of the serving path,
+`StreamTrainer.predict` of a trained model on one event and on 100-event batches
+(events/s). The table gives medians over rounds.
 """
 
 from __future__ import annotations
@@ -32,13 +34,33 @@ out = {"river": river_events_per_s(events)}
 out["256"] = trainer_events_per_s(events, batch=256)
 out["256/1t"] = trainer_events_per_s(events, batch=256, threads=1)
 out["64/1t"] = trainer_events_per_s(events, batch=64, threads=1)
+# The model's side of the serving path: StreamTrainer.predict (featurize, forward pass,
+# calibrate, decide) of a trained model, one event and 100-event batches.
+import time, torch
+from models.trainer import StreamTrainer
+from service.settings import Settings
+torch.set_num_threads(1)
+trainer = StreamTrainer(Settings(classes=["legit", "fraud"]).trainer_config())
+feats = [e["features"] for e in events]
+for i in range(0, n // 2, 64):
+    trainer.process(feats[i : i + 64], [e["label"] for e in events[i : i + 64]])
+probe = feats[n // 2 :]
+for size in (1, 100):
+    t0, done = time.perf_counter(), 0
+    for i in range(0, len(probe) - size + 1, size):
+        trainer.predict(probe[i : i + size])
+        done += size
+    out[f"predict{size}"] = done / (time.perf_counter() - t0)
 print(json.dumps(out))
 """
 
+# (key, label, compared with river)
 ROWS = (
-    ("256", "StreamTrainer.process, 256-event batches, torch default threads"),
-    ("256/1t", "the same with torch.set_num_threads(1)"),
-    ("64/1t", "64-event batches (the service's batch_max_size), one thread"),
+    ("256", "StreamTrainer.process, 256-event batches, torch default threads", True),
+    ("256/1t", "the same with torch.set_num_threads(1)", True),
+    ("64/1t", "64-event batches (the service's batch_max_size), one thread", True),
+    ("predict1", "StreamTrainer.predict of one event (calibrated, decided)", False),
+    ("predict100", "StreamTrainer.predict of 100-event batches", False),
 )
 
 
@@ -60,12 +82,12 @@ def render(runs: dict[Path, list[dict[str, float]]], load: float) -> str:
     if len(trees) == 2:
         river.append("")
     lines.append("| " + " | ".join(river) + " |")
-    for key, label in ROWS:
+    for key, label, vs_river in ROWS:
         cells = [label]
         for t in trees:
             eps = _median([r[key] for r in runs[t]])
             ratio = _median([r[key] / r["river"] for r in runs[t]])
-            cells.append(f"{eps:,.0f} ({ratio:.2f}x)")
+            cells.append(f"{eps:,.0f} ({ratio:.2f}x)" if vs_river else f"{eps:,.0f}")
         if len(trees) == 2:
             pairs = zip(runs[trees[1]], runs[trees[0]], strict=True)
             cells.append(f"{_median([b[key] / a[key] for b, a in pairs]):.2f}x")
