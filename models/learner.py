@@ -151,6 +151,7 @@ class OnlineLearner:
         # Views of the parameters for the prediction kernels: they follow every in-place
         # update (the optimizers' and load_state_dict's copy_), so they are made once.
         self._weights = kernels.export_weights(self.network)
+        self._params = [p for p in self.network.parameters() if p.requires_grad]
         # Gradients in closed form where they equal autograd's: a logistic regression with
         # a strategy whose loss is a weighted cross-entropy (models.analytic).
         cls = type(self.strategy)
@@ -266,7 +267,7 @@ class OnlineLearner:
         if batch.size == 0:
             return StepStats(0.0, [0.0] * k, [0.0] * k, 0.0, False, False, 0)
 
-        params = [p for p in self.network.parameters() if p.requires_grad]
+        params = self._params
         if self._analytic:
             return self._analytic_step(batch, y, ctx, params)
         if not self.network.training:
@@ -420,6 +421,12 @@ class OnlineLearner:
 
     # -- input checking ----------------------------------------------------------------
     def _labels(self, labels: Sequence[int]) -> torch.Tensor:
+        if type(labels) is list and labels and all(type(c) is int for c in labels):
+            # The usual case (plain ints, as the trainer passes them): one C-level
+            # conversion and a range check instead of a Python loop.
+            y = torch.tensor(labels, dtype=torch.int64)
+            if 0 <= int(y.min()) and int(y.max()) < self.n_classes:
+                return y
         out = []
         for i, label in enumerate(labels):
             if isinstance(label, bool):
