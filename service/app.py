@@ -23,13 +23,14 @@ from redis.exceptions import RedisError
 
 from service import resp
 from service.deps import Runtime
-from service.errors import install_error_handlers
+from service.http.error_handlers import install_error_handlers
+from service.http.middleware import RequestIdMiddleware
+from service.http.responses import ORJSONResponse
 from service.learner_loop import Learner, VersionWatcher
-from service.logs import RequestIdMiddleware, log_event, log_startup
-from service.metrics import ServiceMetrics
+from service.observability.logs import log_event, log_startup
+from service.observability.prometheus import ServiceMetrics
 from service.ratelimit import RateLimiter
 from service.routes import ROUTERS
-from service.schemas import ORJSONResponse
 from service.settings import Settings, get_settings
 from service.store import Store
 
@@ -182,7 +183,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """Routes read raw bodies (orjson, size limit), so their request schemas are added here."""
     if app.openapi_schema:
         return app.openapi_schema
-    from service.schemas import LearnBatch, LearnEvent, PredictBatch
+    from service.http.schemas import LearnBatch, LearnEvent, PredictBatch
 
     schema = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes

@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Header, Request
 
 from service.errors import NotReady, PayloadTooLarge, Unauthorized
+from service.http.schemas import ValidationContext
 from service.learner_loop import AppliedWaiters
-from service.metrics import ServiceMetrics
-from service.schemas import ValidationContext
+from service.observability.prometheus import ServiceMetrics
 from service.settings import Settings
 from service.store import Store
 
@@ -68,7 +68,6 @@ class Runtime:
         self.checkpoint_version = 0  # checkpoints written (the store's counter)
         self.checkpoint_time: float | None = None
         self.last_step: Any = None
-        self.dead_letters: int | None = None
         # Operations (service/shadows.py, production.py, status.py, versions.py).
         from service.production import ProductionScorer
         from service.shadows import Shadows
@@ -166,7 +165,6 @@ class Runtime:
             "model_version": self.model_version,
             "checkpoint_version": self.checkpoint_version,
             "checkpoint_time": self.checkpoint_time,
-            "dead_letters": self.dead_letters,
             "strategy": self.champion_strategy,
             "production": self.production.report() if self.production.scored else None,
         }

@@ -25,7 +25,7 @@ from redis.exceptions import LockError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.errors import LearnerFailed, NotReady, WaitTimeout
-from service.logs import log_event
+from service.observability.logs import log_event
 
 if TYPE_CHECKING:
     from models.trainer import BatchReport

@@ -11,27 +11,16 @@ learning, with the newest model) are a different, more optimistic number.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from models.metrics import PrequentialMetrics
 
-__all__ = ["PRODUCTION_METRICS", "ProductionScorer", "production_families", "served_record"]
+__all__ = ["ProductionScorer", "served_record"]
 
 log = logging.getLogger(__name__)
-
-# Every series name production_families exports (the dashboard tests read this).
-PRODUCTION_METRICS = (
-    "streambalance_production_scored_total",
-    "streambalance_production_recall",
-    "streambalance_production_precision",
-    "streambalance_production_g_mean",
-    "streambalance_production_pr_auc",
-)
-
 
 def served_record(probs: Sequence[float], label: int, version: int, time: float) -> dict[str, Any]:
     """What is kept with a prediction's features for production scoring.
@@ -94,34 +83,3 @@ class ProductionScorer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.metrics.load_state_dict(state["metrics"])
         self.scored = int(state.get("scored", 0))
-
-
-def production_families(report: dict[str, Any] | None, classes: list[str]) -> Iterator[Metric]:
-    """Prometheus families of a `ProductionScorer.report()` (nothing before the first label)."""
-    if report is None:
-        return
-    scored = CounterMetricFamily(
-        "streambalance_production_scored",
-        "Served predictions scored against their late label.",
-    )
-    scored.add_metric([], float(report.get("scored", 0)))
-    yield scored
-    for key, text in (
-        ("recall", "Rolling recall per class of the predictions actually served."),
-        ("precision", "Rolling precision per class of the predictions actually served."),
-    ):
-        family = GaugeMetricFamily(f"streambalance_production_{key}", text, labels=["class"])
-        for name in classes:
-            value = (report.get(key) or {}).get(name)
-            if value is not None:
-                family.add_metric([name], float(value))
-        yield family
-    for key, text in (
-        ("g_mean", "Rolling G-mean of the predictions actually served."),
-        ("pr_auc", "Rolling PR-AUC (minority vs rest) of the predictions actually served."),
-    ):
-        family = GaugeMetricFamily(f"streambalance_production_{key}", text)
-        value = report.get(key)
-        if value is not None:
-            family.add_metric([], float(value))
-        yield family

@@ -24,7 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import Request
 
-from service.errors import ServiceError
+from service.errors import RateLimited
 from service.keys import Keys
 
 __all__ = [
@@ -100,17 +100,6 @@ class Decision:
     allowed: bool
     retry_after_s: float  # 0 when allowed; inf when the cost exceeds the burst
     remaining: int  # events this source could still send right now
-
-
-class RateLimited(ServiceError):
-    """429: the source spent its budget; `headers` carries Retry-After (whole seconds)."""
-
-    status_code = 429
-
-    def __init__(self, message: str, retry_after_s: float):
-        retry = None if math.isinf(retry_after_s) else max(1, math.ceil(retry_after_s))
-        super().__init__(message, retry_after=retry)
-        self.headers = {} if retry is None else {"Retry-After": str(retry)}
 
 
 def source_of(request: Request, header: str | None, api_key_configured: bool) -> tuple[str, str]:

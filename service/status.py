@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from service.metrics import DRIFT_STATE_VALUES
+from service.observability.prometheus import DRIFT_STATE_VALUES
 
 if TYPE_CHECKING:
     from service.deps import Runtime

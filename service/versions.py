@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from models.trainer import StreamTrainer
-from service.errors import ServiceError
-from service.logs import log_event
+from service.errors import Conflict, NotFound
+from service.observability.logs import log_event
 from service.shadows import quality_summary
 
 if TYPE_CHECKING:
@@ -29,14 +29,6 @@ __all__ = ["Conflict", "NotFound", "archive", "list_versions", "operations", "pr
 
 log = logging.getLogger(__name__)
 _OPS_KEPT = 100
-
-
-class NotFound(ServiceError):
-    status_code = 404
-
-
-class Conflict(ServiceError):
-    status_code = 409
 
 
 def _key(rt: Runtime, name: str) -> str:

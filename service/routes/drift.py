@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.deps import ReadKey, Rt
-from service.schemas import DriftResponse, ORJSONResponse
+from service.http.responses import ORJSONResponse
+from service.http.schemas import DriftResponse
 
 router = APIRouter(tags=["monitoring"])
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.errors import NotReady
-from service.schemas import ErrorResponse, ORJSONResponse
+from service.http.responses import ORJSONResponse
+from service.http.schemas import ErrorResponse
 
 router = APIRouter(tags=["health"])
 

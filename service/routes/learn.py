@@ -9,17 +9,17 @@ from fastapi import APIRouter, Request
 
 from service.deps import API_KEY_PARAMETER, Runtime, check_key, read_body, runtime_of
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
-from service.ratelimit import RateLimited
-from service.schemas import (
+from service.http.responses import ORJSONResponse
+from service.http.schemas import (
     EXAMPLE_TRANSACTION,
     ErrorResponse,
     LearnEvent,
     LearnResponse,
-    ORJSONResponse,
     load_json,
     query_flag,
     validate_learn,
 )
+from service.ratelimit import RateLimited
 
 router = APIRouter(tags=["learn"])
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request
 
 from service.deps import ApiKey, ReadKey, Rt, read_body
 from service.errors import BadRequest
-from service.schemas import ErrorResponse, ORJSONResponse, parse_json
+from service.http.responses import ORJSONResponse
+from service.http.schemas import ErrorResponse, parse_json
 from service.shadows import quality_summary
 from service.versions import list_versions, operations, promote, rollback
 

@@ -11,18 +11,18 @@ from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 
 from service.deps import API_KEY_PARAMETER, Runtime, check_key, read_body, runtime_of
-from service.logs import log_event
-from service.production import served_record
-from service.schemas import (
+from service.http.responses import ORJSONResponse
+from service.http.schemas import (
     EXAMPLE_TRANSACTION,
     ErrorResponse,
-    ORJSONResponse,
     Prediction,
     PredictResponse,
     load_json,
     query_features,
     validate_predict,
 )
+from service.observability.logs import log_event
+from service.production import served_record
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["predict"])

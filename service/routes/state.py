@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from redis.exceptions import RedisError
 
 from service.deps import ReadKey, Rt
-from service.schemas import ORJSONResponse
+from service.http.responses import ORJSONResponse
 
 router = APIRouter(tags=["monitoring"])
 

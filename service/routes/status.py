@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from service.deps import ReadKey, Rt
-from service.schemas import ErrorResponse, ORJSONResponse
+from service.http.responses import ORJSONResponse
+from service.http.schemas import ErrorResponse
 
 router = APIRouter(tags=["monitoring"])
 

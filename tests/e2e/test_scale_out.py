@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 from service.app import open_runtime
-from service.metrics import ServiceMetrics
+from service.observability.prometheus import ServiceMetrics
 from service.settings import Settings
 from tests.e2e.conftest import fraud_stream, running
 

@@ -27,7 +27,7 @@ GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "streambalance.json"
 
 # The metric contract (plan "Metric names"; service/metrics.py) by Prometheus type, plus
-# the per-route HTTP metrics (service.metrics.HttpMetrics).
+# the per-route HTTP metrics (service.observability.prometheus.HttpMetrics).
 COUNTERS = {
     "streambalance_events_learned_total",
     "streambalance_events_rejected_total",

@@ -29,9 +29,24 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["DRIFT_STATE_VALUES", "HttpMetrics", "ModelView", "ServiceMetrics"]
+__all__ = [
+    "DRIFT_STATE_VALUES",
+    "PRODUCTION_METRICS",
+    "HttpMetrics",
+    "ModelView",
+    "ServiceMetrics",
+    "production_families",
+]
 
 DRIFT_STATE_VALUES = {"ok": 0, "warning": 1, "drift": 2}
+# Every series name production_families exports (the dashboard tests read this).
+PRODUCTION_METRICS = (
+    "streambalance_production_scored_total",
+    "streambalance_production_recall",
+    "streambalance_production_precision",
+    "streambalance_production_g_mean",
+    "streambalance_production_pr_auc",
+)
 _LATENCY_BUCKETS = (
     0.0001,
     0.00025,
@@ -56,7 +71,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Late labels: seconds to weeks (chargebacks arrive days later).
 _DELAY_BUCKETS = (1.0, 10.0, 60.0, 600.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0, 1209600.0)
 
-ModelView = dict[str, Any]  # see deps.Runtime.model_view: what the collector reads
+ModelView = dict[str, Any]  # see serving.served_model.ServedModel.view: what the collector reads
 
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -66,10 +81,10 @@ class HttpMetrics:
     used (`http_requests_total{handler,method,status}`,
     `http_request_duration_seconds{handler,method}`), so dashboards carry over.
 
-    Recorded by `service.logs.RequestIdMiddleware` once the response is sent. `handler` is
-    the route's path template, or "none" when no route matched, and unknown methods count as
-    "other": a client cannot grow the number of series. Each label set's children are
-    cached: `.labels()` costs more than the increment itself on the hot path.
+    Recorded by `service.http.middleware.RequestIdMiddleware` once the response is sent.
+    `handler` is the route's path template, or "none" when no route matched, and unknown
+    methods count as "other": a client cannot grow the number of series. Each label set's
+    children are cached: `.labels()` costs more than the increment itself on the hot path.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -106,8 +121,11 @@ class HttpMetrics:
 class _ModelCollector(Collector):
     """Reads the current model view at scrape time."""
 
-    def __init__(self, view: Callable[[], ModelView | None]):
+    def __init__(
+        self, view: Callable[[], ModelView | None], dead_letters: Callable[[], int | None]
+    ) -> None:
         self._view = view
+        self._dead_letters = dead_letters
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # names are dynamic per class/signal; skip duplicate checks
@@ -192,7 +210,7 @@ class _ModelCollector(Collector):
             CounterMetricFamily,
             "streambalance_dead_letters",
             "Stream entries moved to the dead-letter stream.",
-            view.get("dead_letters"),
+            self._dead_letters(),
         )
         yield _scalar(
             GaugeMetricFamily,
@@ -200,8 +218,6 @@ class _ModelCollector(Collector):
             "Learner updates applied to the served model.",
             view["model_version"],
         )
-        from service.production import production_families
-
         yield from production_families(view.get("production"), classes)
         last = view["checkpoint_time"]
         yield _scalar(
@@ -246,6 +262,8 @@ class ServiceMetrics:
         # `_created` samples double the series count and no dashboard reads them.
         disable_created_metrics()
         r = self.registry = CollectorRegistry()
+        # Entries in the dead-letter stream, as last read by a /metrics scrape (None: not yet).
+        self.dead_letters: int | None = None
         self.http = HttpMetrics(r)
         self.events_rejected = Counter(
             "streambalance_events_rejected",
@@ -315,7 +333,38 @@ class ServiceMetrics:
             self.predict_latency.labels(kind)
 
     def attach_model(self, view: Callable[[], ModelView | None]) -> None:
-        self.registry.register(_ModelCollector(view))
+        self.registry.register(_ModelCollector(view, lambda: self.dead_letters))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def production_families(report: dict[str, Any] | None, classes: list[str]) -> Iterator[Metric]:
+    """Prometheus families of a `ProductionScorer.report()` (nothing before the first label)."""
+    if report is None:
+        return
+    scored = CounterMetricFamily(
+        "streambalance_production_scored",
+        "Served predictions scored against their late label.",
+    )
+    scored.add_metric([], float(report.get("scored", 0)))
+    yield scored
+    for key, text in (
+        ("recall", "Rolling recall per class of the predictions actually served."),
+        ("precision", "Rolling precision per class of the predictions actually served."),
+    ):
+        family = GaugeMetricFamily(f"streambalance_production_{key}", text, labels=["class"])
+        for name in classes:
+            value = (report.get(key) or {}).get(name)
+            if value is not None:
+                family.add_metric([name], float(value))
+        yield family
+    for key, text in (
+        ("g_mean", "Rolling G-mean of the predictions actually served."),
+        ("pr_auc", "Rolling PR-AUC (minority vs rest) of the predictions actually served."),
+    ):
+        family = GaugeMetricFamily(f"streambalance_production_{key}", text)
+        value = report.get(key)
+        if value is not None:
+            family.add_metric([], float(value))
+        yield family

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import json
 import logging
 import signal
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from service.schemas import parse_scalar
 from service.settings import Settings, SettingsError, get_settings
 
-__all__ = ["iter_events", "main"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger("streambalance")
 
@@ -34,7 +29,7 @@ def _settings(**overrides: Any) -> Settings:
     except SettingsError as exc:
         print(f"streambalance: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    from service.logs import configure_logging, secrets_of
+    from service.observability.logs import configure_logging, secrets_of
 
     configure_logging(settings.log_level, secrets=secrets_of(settings))
     return settings
@@ -76,7 +71,7 @@ async def _run_worker(settings: Settings) -> None:
     from prometheus_client import start_http_server
 
     from service.app import open_runtime
-    from service.metrics import ServiceMetrics
+    from service.observability.prometheus import ServiceMetrics
 
     metrics = ServiceMetrics()
     stop = asyncio.Event()
@@ -93,59 +88,8 @@ async def _run_worker(settings: Settings) -> None:
         log.info("stopping: draining the stream and writing a final checkpoint")
 
 
-# -- replay ---------------------------------------------------------------------------------
-
-
-def iter_events(
-    path: Path,
-    handle: IO[str],
-    label_column: str = "label",
-    id_column: str = "id",
-    auto_id: bool = False,
-) -> Iterator[dict[str, Any]]:
-    """Events of a JSONL file (one event object per line) or a CSV file with a header.
-
-    CSV: `label_column` is the label, `id_column` (optional) the event id, every other column a
-    feature; values that read as numbers are numbers, empty cells are missing features.
-    auto_id: an event without an id gets `<file name>:<line number>`, stable across re-runs,
-    so replaying the same file twice is deduplicated by the service.
-    """
-    if auto_id:
-        for line, event in _numbered_events(path, handle, label_column, id_column):
-            if event.get("id") is None:
-                event["id"] = f"{path.name}:{line}"
-            yield event
-        return
-    for _, event in _numbered_events(path, handle, label_column, id_column):
-        yield event
-
-
-def _numbered_events(
-    path: Path, handle: IO[str], label_column: str, id_column: str
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number where the event ends, event) for a CSV or JSONL file."""
-    if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or label_column not in reader.fieldnames:
-            raise ValueError(f"{path}: CSV needs a header with a {label_column!r} column")
-        for row in reader:
-            event: dict[str, Any] = {"label": parse_scalar(row.pop(label_column))}
-            event_id = row.pop(id_column, None)
-            if event_id:
-                event["id"] = event_id
-            event["features"] = {k: parse_scalar(v) for k, v in row.items() if v not in ("", None)}
-            yield reader.line_num, event
-        return
-    for number, line in enumerate(handle, 1):
-        if line.strip():
-            try:
-                yield number, json.loads(line)
-            except ValueError as exc:
-                raise ValueError(f"{path}:{number}: not a JSON object ({exc})") from None
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
-    from service.replay import run_replay
+    from service.cli.replay import run_replay
 
     return run_replay(args)
 
@@ -191,7 +135,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,8 @@
 """Structured logs: one JSON object per line, each carrying the request id it belongs to.
 
-`configure_logging` routes every logger (ours, uvicorn's) through `JsonFormatter`;
-`RequestIdMiddleware` takes the caller's `X-Request-ID` (or makes one), puts it in a context
-variable for every log line of that request, and returns it in the response. `log_event`
+`configure_logging` routes every logger (ours, uvicorn's) through `JsonFormatter`; the
+request id of the line comes from `request_id_var`, which `service.http.middleware` sets for
+each request (the caller's `X-Request-ID`, or a new one). `log_event`
 writes the events of note (start-up with the effective configuration, checkpoints, drift,
 promotions, errors) with their fields as JSON keys, so a log pipeline can filter on
 `"event": "checkpoint"` instead of parsing prose.
@@ -15,37 +15,27 @@ defence against a message that interpolates one by mistake).
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from service.metrics import HttpMetrics
 
 __all__ = [
-    "REQUEST_ID_HEADER",
     "JsonFormatter",
-    "RequestIdMiddleware",
     "configure_logging",
     "log_event",
     "log_startup",
     "redact_url",
     "redacted_settings",
     "request_id",
+    "request_id_var",
 ]
 
-REQUEST_ID_HEADER = "X-Request-ID"
 MASK = "***"
-# A caller's id is echoed into logs and headers: keep it short and printable.
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message", "asctime", "taskName",
@@ -216,72 +206,3 @@ def log_startup(logger: logging.Logger, settings: Any, **fields: Any) -> None:
     log_event(
         logger, "startup", "streambalance starting", config=redacted_settings(settings), **fields
     )
-
-
-class RequestIdMiddleware:
-    """Pure ASGI middleware: one request id per HTTP request, in logs and in the response,
-    and (given `http_metrics`) the request's count and latency per route.
-
-    A valid incoming `X-Request-ID` (1-128 of letters, digits, `._:-`) is kept, so an id
-    set by a gateway follows the request through; anything else is replaced by a new one.
-    An exception escaping the app is logged once here, with the request id, then re-raised.
-    Both jobs sit in one layer because each layer wraps `send` and costs every request; the
-    HTTP metrics were prometheus-fastapi-instrumentator's middleware until a py-spy profile
-    put it at 18% of a `GET /predict`.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        header: str = REQUEST_ID_HEADER,
-        http_metrics: HttpMetrics | None = None,
-        excluded_paths: Iterable[str] = (),
-    ) -> None:
-        self.app = app
-        self.header = header
-        self._header_key = header.lower().encode("latin-1")
-        self._log = logging.getLogger("service.requests")
-        self._metrics = http_metrics
-        self._excluded = frozenset(excluded_paths)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        rid = None
-        for key, value in scope.get("headers", ()):
-            if key == self._header_key:
-                candidate = value.decode("latin-1")
-                rid = candidate if _VALID_ID.match(candidate) else None
-                break
-        rid = rid or uuid.uuid4().hex
-        token = request_id_var.set(rid)
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", ()) if k != self._header_key]
-                headers.append((self._header_key, rid.encode("latin-1")))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            status = 500
-            log_event(
-                self._log, "error", "unhandled exception in request", level=logging.ERROR,
-                method=scope.get("method"), path=scope.get("path"), exc_info=True,
-            )  # fmt: skip
-            raise
-        finally:
-            request_id_var.reset(token)
-            if self._metrics is not None and scope.get("path") not in self._excluded:
-                route = scope.get("route")
-                handler = getattr(route, "path", None) or "none"
-                self._metrics.observe(
-                    handler, scope.get("method", ""), status, time.perf_counter() - started
-                )

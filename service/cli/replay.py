@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from service.cli.event_files import iter_events
+
 __all__ = ["Scoreboard", "run_replay"]
 
 log = logging.getLogger("streambalance")
@@ -197,7 +199,6 @@ def run_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from service.cli import iter_events
 
     path = Path(args.file)
     headers = {"X-API-Key": args.api_key} if args.api_key else {}

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi.responses import JSONResponse
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,15 +28,20 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from service.errors import BadRequest
+
 __all__ = [
     "EXAMPLE_TRANSACTION",
     "LearnBatch",
     "LearnEvent",
-    "ORJSONResponse",
     "PredictBatch",
     "PredictEvent",
     "ValidationContext",
+    "bad_request_from",
+    "check_features",
+    "format_errors",
     "load_json",
+    "parse_scalar",
     "parse_json",
     "query_features",
     "query_flag",
@@ -56,13 +60,6 @@ EXAMPLE_TRANSACTION: dict[str, Any] = {
     "tx_count_1h": 7,
     "ip_risk": 0.83,
 }
-
-
-class ORJSONResponse(JSONResponse):
-    """JSON via orjson (numpy scalars and arrays included); FastAPI's own class is deprecated."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 class ValidationContext:
@@ -354,6 +351,48 @@ class ErrorResponse(BaseModel):
     errors: list[dict[str, str]] | None = None
 
 
+def _path(loc: tuple[Any, ...]) -> str:
+    """('events', 3, 'features') -> 'events[3].features'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def format_errors(
+    errors: Iterable[Mapping[str, Any]], prefix: tuple[Any, ...] = ()
+) -> list[dict[str, str]]:
+    """Pydantic errors -> [{"field": "events[3].features.amount", "message": "NaN is not allowed"}].
+
+    Feature checks report the offending feature name in `ctx["key"]` so it lands in the path.
+
+    >>> format_errors([{"loc": ("events", 3, "label"), "msg": "Value error, unknown label 'x'"}])
+    [{'field': 'events[3].label', 'message': "unknown label 'x'"}]
+    """
+    out = []
+    for err in errors:
+        loc = prefix + tuple(err.get("loc", ()))
+        ctx = err.get("ctx") or {}
+        if "key" in ctx:
+            loc = loc + (str(ctx["key"]),)
+        message = ctx.get("reason") or str(err.get("msg", "invalid"))
+        out.append(
+            {"field": _path(loc) or "body", "message": message.removeprefix("Value error, ")}
+        )
+    return out
+
+
+def bad_request_from(
+    errors: Iterable[Mapping[str, Any]], prefix: tuple[Any, ...] = ()
+) -> BadRequest:
+    formatted = format_errors(errors, prefix)[:20]
+    first = formatted[0] if formatted else {"field": "body", "message": "invalid request"}
+    return BadRequest(f"{first['field']}: {first['message']}", errors=formatted)
+
+
 _LEARN_EVENT = TypeAdapter(LearnEvent)
 _LEARN_BATCH = TypeAdapter(LearnBatch)
 _PREDICT_BATCH = TypeAdapter(PredictBatch)
@@ -372,8 +411,6 @@ def load_json(body: bytes) -> tuple[Any, bool]:
     >>> load_json(b'{"a": 1.5}'), load_json(b'{"a": NaN}')[1]
     (({'a': 1.5}, True), False)
     """
-    from service.errors import BadRequest
-
     try:
         return orjson.loads(body), True
     except orjson.JSONDecodeError as exc:
@@ -390,8 +427,6 @@ def _validate(
     prefix: tuple,
     strict_numbers: bool = False,
 ) -> Any:
-    from service.errors import bad_request_from
-
     context = {"ctx": ctx, "strict_numbers": strict_numbers}
     try:
         return adapter.validate_python(data, context=context)
@@ -404,8 +439,6 @@ def validate_learn(
 ) -> list[LearnEvent]:
     """A single event object or {"events": [...]} -> validated events (``strict_numbers``:
     see ``load_json``)."""
-    from service.errors import BadRequest
-
     if not isinstance(data, dict):
         raise BadRequest(f"body: expected a JSON object, got {type(data).__name__}")
     if "events" in data:
@@ -417,8 +450,6 @@ def validate_predict(
     data: Any, ctx: ValidationContext, strict_numbers: bool = False
 ) -> list[dict[str, Any]]:
     """{"events": [{"features": {...}}, ...]} -> list of feature dicts."""
-    from service.errors import BadRequest
-
     if not isinstance(data, dict):
         raise BadRequest(f"body: expected a JSON object, got {type(data).__name__}")
     if "events" not in data:
@@ -469,8 +500,6 @@ def query_flag(params: Mapping[str, str], name: str, default: bool = False) -> b
         return True
     if value in _FALSE:
         return False
-    from service.errors import BadRequest  # here: service.errors imports this module
-
     field = f"query.{name}"
     message = f"expected a boolean (true/false, 1/0, yes/no, on/off), got {raw[:50]!r}"
     raise BadRequest(f"{field}: {message}", errors=[{"field": field, "message": message}])
@@ -478,8 +507,6 @@ def query_flag(params: Mapping[str, str], name: str, default: bool = False) -> b
 
 def query_features(items: Iterable[tuple[str, str]], max_features: int) -> dict[str, Any]:
     """GET /predict query parameters -> a features object (numbers parsed as numbers)."""
-    from service.errors import BadRequest
-
     features: dict[str, Any] = {}
     for key, raw in items:
         if key in features:
