@@ -1,6 +1,6 @@
 """The FastAPI application: `create_app(settings)` and the runtime it starts and stops.
 
-Start-up: an embedded Redis-protocol server when no `REDIS_URL` is set, the `Store`, the
+Start-up: an embedded Redis-protocol server when no `REDIS_URL` is set, the model's storage, the
 latest checkpoint (plus a replay of this learner's pending entries), then the learner task
 (role "all") or the checkpoint watcher (role "api"). Shutdown: the learner drains what is
 already in the stream, writes a final checkpoint, and the embedded server is stopped.
@@ -15,13 +15,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
-from redis.exceptions import RedisError
 
-from service import resp
 from service.deps import Runtime
 from service.http.error_handlers import install_error_handlers
 from service.http.middleware import RequestIdMiddleware
@@ -32,7 +29,8 @@ from service.observability.prometheus import ServiceMetrics
 from service.ratelimit import RateLimiter
 from service.routes import ROUTERS
 from service.settings import Settings, get_settings
-from service.store import Store
+from service.storage.client import connect, wait_until_reachable
+from service.storage.model_storage import ModelStorage
 
 __all__ = ["create_app", "open_runtime"]
 
@@ -45,21 +43,6 @@ Send labeled events to `POST /learn`; the learner keeps class-frequency estimate
 rescales each class's gradient by smoothed factors and updates the model incrementally.
 `/predict` serves calibrated probabilities; `/drift`, `/state` and `/metrics` watch it.
 """
-
-
-async def _connect(
-    client: aioredis.Redis, url: str, attempts: int = 10, delay_s: float = 0.5
-) -> None:
-    """Bounded retries at start-up, each failure logged with how many remain; then re-raise."""
-    for left in range(attempts - 1, -1, -1):
-        try:
-            await client.ping()
-            return
-        except (RedisError, OSError) as exc:
-            if left == 0:
-                raise ConnectionError(f"REDIS_URL: cannot reach Redis at {url}: {exc}") from exc
-            log.warning("Redis at %s not reachable (%s); %d attempts left", url, exc, left)
-            await asyncio.sleep(delay_s)
 
 
 @asynccontextmanager
@@ -79,20 +62,20 @@ async def open_runtime(
     rt = Runtime(settings, metrics)
     url = settings.redis_url
     if url is None:
-        from service.embedded import EmbeddedRedis
+        from service.storage.embedded_server import EmbeddedRedis
 
         rt.embedded = EmbeddedRedis(data_dir=settings.data_dir / "redis")
         # On this (main) thread: the child then gets SIGTERM if this process dies, even by kill -9.
         url = rt.embedded.start()
         log.info("embedded Redis-protocol server at %s", url)
     block_s = settings.batch_max_wait_ms / 1000.0
-    rt.redis = resp.connect(
+    rt.redis = connect(
         url, decode_responses=False, socket_connect_timeout=5.0, socket_timeout=block_s + 10.0
     )
     try:
-        await _connect(rt.redis, url)
+        await wait_until_reachable(rt.redis, url)
         rt.rate_limiter = RateLimiter.from_settings(rt.redis, settings)
-        rt.store = Store(
+        rt.storage = ModelStorage(
             rt.redis, settings.model_name, len(settings.classes), settings.idempotency_ttl_s
         )
         if learn:

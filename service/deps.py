@@ -1,6 +1,6 @@
 """What routes depend on: the per-app `Runtime` and `Annotated` aliases to inject it.
 
-`Runtime` holds the live objects of one app or worker: settings, Redis client and `Store`,
+`Runtime` holds the live objects of one app or worker: settings, Redis client and `ModelStorage`,
 the served `StreamTrainer` (swapped whole on a hot reload), the version counters, the
 learner and the waiters of `POST /learn?wait=true`.
 """
@@ -21,13 +21,13 @@ from service.http.schemas import ValidationContext
 from service.learner_loop import AppliedWaiters
 from service.observability.prometheus import ServiceMetrics
 from service.settings import Settings
-from service.store import Store
+from service.storage.model_storage import ModelStorage
 
 if TYPE_CHECKING:
     from models.trainer import StreamTrainer
-    from service.embedded import EmbeddedRedis
     from service.learner_loop import Learner
     from service.ratelimit import RateLimiter
+    from service.storage.embedded_server import EmbeddedRedis
 
 __all__ = [
     "API_KEY_PARAMETER",
@@ -56,7 +56,7 @@ class Runtime:
         self.waiters = AppliedWaiters()
         self.embedded: EmbeddedRedis | None = None
         self.redis: aioredis.Redis
-        self.store: Store
+        self.storage: ModelStorage
         self.trainer: StreamTrainer | None = None
         self.learner: Learner | None = None
         self.rate_limiter: RateLimiter | None = None
@@ -106,7 +106,7 @@ class Runtime:
         """Serve the latest checkpoint (or a fresh model if none); returns its meta or None."""
         from models.trainer import StreamTrainer
 
-        loaded = await self.store.load_checkpoint()
+        loaded = await self.storage.checkpoints.load()
         if loaded is None:
             if self.trainer is None:
                 self.trainer = self.new_trainer()
@@ -134,7 +134,7 @@ class Runtime:
     async def stream_lag(self) -> int:
         """Stream entries the model has not applied yet. The store counts every entry not yet
         acknowledged; entries this process applied but has not checkpointed are not lag."""
-        unacked = await self.store.stream_lag()
+        unacked = await self.storage.stream.lag()
         if self.learner is not None:
             unacked -= self.learner.applied_unacked
         return max(0, unacked)

@@ -30,7 +30,7 @@ from service.observability.logs import log_event
 if TYPE_CHECKING:
     from models.trainer import BatchReport
     from service.deps import Runtime
-    from service.store import Entry
+    from service.storage.event_stream import Entry
 
 __all__ = ["AppliedWaiters", "Learner", "VersionWatcher", "initial_ema_state", "parse_entry_id"]
 
@@ -136,7 +136,7 @@ class Learner:
         self.leader = False
         self.lease_ttl_s = settings.lease_ttl_s
         self._lease = runtime.redis.lock(
-            runtime.store.keys.base + "leader",
+            runtime.storage.keys.leader,
             timeout=self.lease_ttl_s,
             blocking=False,
             thread_local=False,
@@ -148,7 +148,7 @@ class Learner:
 
     async def start(self) -> None:
         """Lead (restore + replay) if the lease is free; else serve checkpoints as a standby."""
-        await self.rt.store.ensure_group()
+        await self.rt.storage.stream.ensure_group()
         if await self._try_lead():
             await self.restore()
         else:
@@ -220,7 +220,7 @@ class Learner:
     async def restore(self) -> None:
         """Latest checkpoint -> model and EMA hash; then replay our pending entries."""
         rt = self.rt
-        await rt.store.ensure_group()
+        await rt.storage.stream.ensure_group()
         loaded = await rt.load_checkpoint_into_runtime()
         if loaded is None:  # never checkpointed: start from nothing (a standby may hold more)
             rt.trainer = rt.new_trainer()
@@ -232,9 +232,9 @@ class Learner:
             self.applied_id = str(loaded.get("stream_id") or "0-0")
         # Put the EMA back where the checkpoint had it: entries applied after it (whose labels
         # already moved the hash) are pending and about to be replayed.
-        await rt.store.set_ema_state(self.ema_state)
+        await rt.storage.frequencies.set_state(self.ema_state)
         rt.waiters.advance(self.applied_id, rt.model_version)
-        pending = await rt.store.pending(self.consumer)
+        pending = await rt.storage.stream.pending(self.consumer)
         if pending:
             log.info("replaying %d pending stream entries after the checkpoint", len(pending))
             await self.apply(pending)
@@ -243,7 +243,9 @@ class Learner:
         # we hold the lease, so it is gone. Each pass acknowledges what it applied; a poison
         # entry is dead-lettered after max_deliveries, so this ends.
         while True:
-            claimed = await rt.store.claim_stale(self.consumer, 0, rt.settings.max_deliveries)
+            claimed = await rt.storage.stream.claim_stale(
+                self.consumer, 0, rt.settings.max_deliveries
+            )
             if not any(entry_id not in self._unacked_set for entry_id, _ in claimed):
                 break
             log.info("replaying %d stream entries of a previous learner", len(claimed))
@@ -265,11 +267,11 @@ class Learner:
                 if self._resync_pending:
                     # A read whose reply was lost in a connection drop left its entries in
                     # our pending list, where '>' never returns them: take them back first.
-                    entries = await self.rt.store.pending(self.consumer)
+                    entries = await self.rt.storage.stream.pending(self.consumer)
                     self._resync_pending = False
                     if entries:
                         await self.apply(entries)
-                entries = await self.rt.store.read_batch(
+                entries = await self.rt.storage.stream.read_batch(
                     self.consumer, self.max_batch, self.block_ms
                 )
                 learned = await self.apply(entries) if entries else 0
@@ -311,7 +313,7 @@ class Learner:
             return
         deadline = time.monotonic() + budget_s
         while time.monotonic() < deadline:
-            entries = await self.rt.store.read_batch(self.consumer, self.max_batch, 0)
+            entries = await self.rt.storage.stream.read_batch(self.consumer, self.max_batch, 0)
             if not entries:
                 break
             await self.apply(entries)
@@ -400,7 +402,7 @@ class Learner:
         started = time.perf_counter()
         try:
             frequencies, state = await self._redis_retry(
-                lambda: rt.store.update_frequencies(
+                lambda: rt.storage.frequencies.update(
                     labels, timestamps, self.decay, settings.time_half_life, settings.floor
                 )
             )
@@ -535,7 +537,9 @@ class Learner:
         # Taken with the snapshot, no await in between: exactly what the snapshot holds.
         acked = list(self._unacked)
         steps = self._steps_since_checkpoint
-        version = await rt.store.save_checkpoint(data, meta, acked, extra=rt.shadows.snapshots())
+        version = await rt.storage.checkpoints.save(
+            data, meta, acked, shadows=rt.shadows.snapshots()
+        )
         from service.versions import archive
 
         await archive(rt, version, data, meta)
@@ -564,7 +568,7 @@ class Learner:
         if time.monotonic() - self._last_claim < settings.claim_idle_ms / 2000.0:
             return
         self._last_claim = time.monotonic()
-        claimed = await self.rt.store.claim_stale(
+        claimed = await self.rt.storage.stream.claim_stale(
             self.consumer, settings.claim_idle_ms, settings.max_deliveries
         )
         if claimed:
@@ -584,7 +588,7 @@ class VersionWatcher:
         while True:
             pubsub = rt.redis.pubsub()
             try:
-                await pubsub.subscribe(rt.store.keys.channel)
+                await pubsub.subscribe(rt.storage.keys.channel)
                 await self.reload_if_newer()  # anything published while we were not listening
                 while True:
                     # A poll as well as pub/sub: a message lost on reconnect must not leave
@@ -602,7 +606,7 @@ class VersionWatcher:
 
     async def reload_if_newer(self) -> None:
         rt = self.rt
-        if await rt.store.model_version() == rt.checkpoint_version:
+        if await rt.storage.checkpoints.latest_version() == rt.checkpoint_version:
             return
         meta = await rt.load_checkpoint_into_runtime()
         if meta is not None:

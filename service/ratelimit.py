@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from fastapi import Request
 
 from service.errors import RateLimited
-from service.keys import Keys
+from service.storage.keys import Keys
 
 __all__ = [
     "Decision",
@@ -165,8 +165,7 @@ class RateLimiter:
 
     def key(self, source: str) -> str:
         """The TAT key of `source`; a digest, so a key or address never appears in Redis."""
-        digest = hashlib.blake2b(source.encode(), digest_size=12).hexdigest()
-        return f"{self.keys.base}rl:{digest}"
+        return self.keys.rate(hashlib.blake2b(source.encode(), digest_size=12).hexdigest())
 
     async def acquire(self, source: str, cost: int = 1, now_s: float | None = None) -> Decision:
         """Spend `cost` events of `source`'s budget if it has them (one round trip).

@@ -70,17 +70,14 @@ class Shadows:
                 out.append(name)
         return out
 
-    def key(self, name: str) -> str:
-        return f"{self.rt.store.keys.base}shadow:{name}"
-
     async def load(self, champion: str) -> None:
         """(Re)build the challengers from their stored snapshots, fresh where there is none."""
         trainers: dict[str, StreamTrainer] = {}
         for name in self.names(champion):
             config = self.rt.trainer_config(name)
-            data = await self.rt.redis.get(self.key(name))
+            data = await self.rt.storage.checkpoints.shadow_snapshot(name)
             trainer = None
-            if isinstance(data, bytes):
+            if data is not None:
                 try:
                     trainer = StreamTrainer.from_bytes(data, config)
                 except (ValueError, RuntimeError, KeyError) as exc:
@@ -104,8 +101,8 @@ class Shadows:
                 log.exception("shadow %s: a micro-batch failed", name)
 
     def snapshots(self) -> dict[str, bytes]:
-        """Redis key -> snapshot bytes of every challenger (for the checkpoint transaction)."""
-        return {self.key(name): t.to_bytes() for name, t in self.trainers.items()}
+        """Strategy -> snapshot bytes of every challenger (for the checkpoint transaction)."""
+        return {name: t.to_bytes() for name, t in self.trainers.items()}
 
     def swap(self, name: str, champion: StreamTrainer, champion_strategy: str) -> StreamTrainer:
         """Take challenger `name` out and put the current champion in under its strategy."""

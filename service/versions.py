@@ -15,8 +15,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from models.trainer import StreamTrainer
 from service.errors import Conflict, NotFound
 from service.observability.logs import log_event
@@ -28,11 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["Conflict", "NotFound", "archive", "list_versions", "operations", "promote", "rollback"]
 
 log = logging.getLogger(__name__)
-_OPS_KEPT = 100
-
-
-def _key(rt: Runtime, name: str) -> str:
-    return rt.store.keys.base + name
 
 
 async def archive(rt: Runtime, version: int, data: bytes, meta: dict[str, Any]) -> None:
@@ -48,36 +41,17 @@ async def archive(rt: Runtime, version: int, data: bytes, meta: dict[str, Any]) 
         "ema": meta.get("ema"),
         "prequential": quality_summary(trainer.metrics.report()),
     }
-    index = _key(rt, "versions")
-    async with rt.redis.pipeline(transaction=True) as pipe:
-        pipe.set(_key(rt, f"ckpt:v:{version}"), data)
-        pipe.hset(index, str(version), orjson.dumps(summary))
-        pipe.hkeys(index)
-        *_, names = await pipe.execute()
-    kept = sorted((int(n) for n in names), reverse=True)
-    old = kept[rt.settings.keep_versions :]
-    if old:
-        async with rt.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(index, *[str(v) for v in old])
-            pipe.delete(*[_key(rt, f"ckpt:v:{v}") for v in old])
-            await pipe.execute()
+    await rt.storage.checkpoints.archive(version, data, summary, rt.settings.keep_versions)
 
 
 async def list_versions(rt: Runtime) -> list[dict[str, Any]]:
     """Archived versions, newest first (without their EMA state)."""
-    raw = await rt.redis.hgetall(_key(rt, "versions"))
-    out = []
-    for value in raw.values():
-        summary = orjson.loads(value)
-        summary.pop("ema", None)
-        out.append(summary)
-    return sorted(out, key=lambda s: s["version"], reverse=True)
+    return await rt.storage.checkpoints.versions()
 
 
 async def operations(rt: Runtime, count: int = 20) -> list[dict[str, Any]]:
     """The latest promotions and rollbacks, newest first."""
-    raw = await rt.redis.lrange(_key(rt, "ops"), 0, count - 1)
-    return [orjson.loads(r) for r in raw]
+    return await rt.storage.checkpoints.operations(count)
 
 
 def _learner(rt: Runtime) -> Any:
@@ -91,10 +65,7 @@ def _learner(rt: Runtime) -> Any:
 
 
 async def _record(rt: Runtime, record: dict[str, Any]) -> None:
-    async with rt.redis.pipeline(transaction=True) as pipe:
-        pipe.lpush(_key(rt, "ops"), orjson.dumps(record))
-        pipe.ltrim(_key(rt, "ops"), 0, _OPS_KEPT - 1)
-        await pipe.execute()
+    await rt.storage.checkpoints.record_operation(record)
     fields = {k: v for k, v in record.items() if k != "action"}
     log_event(log, record["action"], f"model {record['action']}", **fields)
 
@@ -129,15 +100,11 @@ async def promote(rt: Runtime, name: str) -> dict[str, Any]:
 async def rollback(rt: Runtime, version: int) -> dict[str, Any]:
     """Serve and continue learning from archived checkpoint `version`."""
     learner = _learner(rt)
-    index = _key(rt, "versions")
-    async with rt.redis.pipeline(transaction=True) as pipe:
-        pipe.get(_key(rt, f"ckpt:v:{version}"))
-        pipe.hget(index, str(version))
-        data, raw = await pipe.execute()
-    if data is None or raw is None:
+    archived = await rt.storage.checkpoints.archived(version)
+    if archived is None:
         kept = [v["version"] for v in await list_versions(rt)]
         raise NotFound(f"version: {version} is not kept; kept versions: {kept}")
-    summary = orjson.loads(raw)
+    data, summary = archived
     strategy = str(summary.get("strategy") or rt.settings.strategy)
     trainer = StreamTrainer.from_bytes(data, rt.trainer_config(strategy))
     previous = rt.champion_strategy
@@ -151,7 +118,7 @@ async def rollback(rt: Runtime, version: int) -> dict[str, Any]:
         rt.model_version += 1
     if summary.get("ema"):
         # The class-frequency EMA goes back too: the learner continues from that point.
-        await rt.store.set_ema_state(summary["ema"])
+        await rt.storage.frequencies.set_state(summary["ema"])
         learner.ema_state = summary["ema"]
     new_version = await learner.checkpoint()
     record = {

@@ -23,6 +23,6 @@ async def readyz(request: Request) -> ORJSONResponse:
         raise NotReady("service: starting up")
     if rt.trainer is None:
         raise NotReady("model: not loaded yet")
-    if not await rt.store.ping():
+    if not await rt.storage.ping():
         raise NotReady("redis: not reachable")
     return ORJSONResponse({"status": "ready", "model_version": rt.model_version})

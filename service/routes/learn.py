@@ -106,7 +106,7 @@ async def learn(request: Request) -> ORJSONResponse:
     rt = runtime_of(request)
     wait = query_flag(request.query_params, "wait")
     records = await _validated_records(request, rt)
-    result = await rt.store.append(records)
+    result = await rt.storage.stream.append(records)
     if result.duplicates:
         rt.metrics.events_duplicate.inc(result.duplicates)
     body: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates}
@@ -158,11 +158,13 @@ async def _records(rt: Runtime, events: list[LearnEvent], batched: bool) -> list
         served = None
         if features is None:
             assert event.prediction_id is not None
-            features, served = await rt.store.take_prediction_served(event.prediction_id)
+            features, served = await rt.storage.predictions.take_with_served(
+                event.prediction_id
+            )
             if features is None:
                 if taken:  # give back what this request consumed: it learns nothing
                     kept = [s for s in taken_served if s is not None]
-                    await rt.store.save_predictions(
+                    await rt.storage.predictions.save_many(
                         taken,
                         rt.settings.prediction_ttl_s or 60,
                         served=kept if len(kept) == len(taken) else None,

@@ -22,7 +22,7 @@ async def metrics(request: Request) -> Response:
         try:
             lag = await rt.stream_lag()
             app_metrics.stream_lag.set(lag)
-            app_metrics.dead_letters = await rt.store.dead_letters()
+            app_metrics.dead_letters = await rt.storage.stream.dead_letters()
         except (RedisError, OSError):
             pass  # a scrape still answers with what the process knows
     return Response(app_metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -151,7 +151,7 @@ async def _save(
     """Keep features (and what was served) for late labels; a Redis outage must not stop
     predictions."""
     try:
-        await rt.store.save_predictions(
+        await rt.storage.predictions.save_many(
             list(zip(ids, features, strict=True)), rt.settings.prediction_ttl_s, served=served
         )
     except (RedisError, OSError) as exc:

@@ -120,9 +120,9 @@ async def test_a_failed_background_checkpoint_is_retried_and_loses_nothing(
 ) -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from service.store import Store
+    from service.storage.checkpoint_store import CheckpointStore
 
-    real_save = Store.save_checkpoint
+    real_save = CheckpointStore.save
     failures: list[int] = []
 
     async def flaky_save(self, data, meta, ack_ids, **kw):  # type: ignore[no-untyped-def]
@@ -131,7 +131,7 @@ async def test_a_failed_background_checkpoint_is_retried_and_loses_nothing(
             raise RedisConnectionError("injected: connection lost during a checkpoint")
         return await real_save(self, data, meta, ack_ids, **kw)
 
-    monkeypatch.setattr(Store, "save_checkpoint", flaky_save)
+    monkeypatch.setattr(CheckpointStore, "save", flaky_save)
     events = fraud_stream(600, fraud_rate=0.05, seed=10)
     settings = make_settings(checkpoint_every_steps=2, batch_max_size=50)
     async with running(settings) as (app, client):

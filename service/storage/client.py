@@ -1,4 +1,7 @@
-"""The service's Redis client: redis-py's asyncio client, with commands packed by hiredis.
+"""The service's Redis client: the one place a connection is made.
+
+`connect(url)` returns redis-py's asyncio client with commands packed by hiredis;
+`wait_until_reachable` is the start-up retry. A cluster client chosen by URL belongs here too.
 
 redis-py's synchronous client packs commands with hiredis when it is installed; its asyncio
 connections always use the pure-Python packer, which encodes every argument in Python. The
@@ -13,18 +16,22 @@ hiredis the client is redis-py's, unchanged.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from functools import cache
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import DataError
+from redis.exceptions import DataError, RedisError
 
 try:
     import hiredis
 except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis])
     hiredis = None
 
-__all__ = ["connect", "hiredis_packing"]
+__all__ = ["connect", "decode_text", "hiredis_packing", "ping", "wait_until_reachable"]
+
+log = logging.getLogger(__name__)
 
 
 class _HiredisPacking:
@@ -69,3 +76,36 @@ def connect(url: str, **kwargs: Any) -> aioredis.Redis:
         pool = client.connection_pool
         pool.connection_class = hiredis_packing(pool.connection_class)
     return client
+
+
+async def wait_until_reachable(
+    client: aioredis.Redis, url: str, attempts: int = 10, delay_s: float = 0.5
+) -> None:
+    """Bounded retries at start-up, each failure logged with how many remain; then re-raise."""
+    for left in range(attempts - 1, -1, -1):
+        try:
+            await client.ping()
+            return
+        except (RedisError, OSError) as exc:
+            if left == 0:
+                raise ConnectionError(f"REDIS_URL: cannot reach Redis at {url}: {exc}") from exc
+            log.warning("Redis at %s not reachable (%s); %d attempts left", url, exc, left)
+            await asyncio.sleep(delay_s)
+
+
+async def ping(client: aioredis.Redis) -> bool:
+    """True when Redis answers; False on any connection or server error."""
+    try:
+        return bool(await client.ping())
+    except (RedisError, OSError):
+        return False
+
+
+def decode_text(value: bytes | str) -> str:
+    """A reply as text: the service's clients run with decode_responses=False (payloads are
+    orjson bytes), so ids and names come back as bytes.
+
+    >>> decode_text(b"1-0"), decode_text("1-0")
+    ('1-0', '1-0')
+    """
+    return value.decode() if isinstance(value, bytes) else value
