@@ -70,7 +70,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 async def _run_worker(settings: Settings) -> None:
     from prometheus_client import start_http_server
 
-    from service.app import open_runtime
+    from service.lifecycle import open_runtime
     from service.observability.prometheus import ServiceMetrics
 
     metrics = ServiceMetrics()

@@ -19,7 +19,4 @@ router = APIRouter(tags=["monitoring"])
 )
 async def drift(rt: Rt) -> ORJSONResponse:
     """`drift_detected` is true while any signal is in state `drift`."""
-    trainer = rt.require_trainer()
-    with rt.model_lock:
-        report = trainer.drift.report()
-    return ORJSONResponse(report)
+    return ORJSONResponse(rt.served.read(lambda trainer: trainer.drift.report()))

@@ -21,8 +21,8 @@ async def readyz(request: Request) -> ORJSONResponse:
     rt = request.app.state.runtime
     if rt is None:
         raise NotReady("service: starting up")
-    if rt.trainer is None:
+    if rt.served.trainer is None:
         raise NotReady("model: not loaded yet")
     if not await rt.storage.ping():
         raise NotReady("redis: not reachable")
-    return ORJSONResponse({"status": "ready", "model_version": rt.model_version})
+    return ORJSONResponse({"status": "ready", "model_version": rt.served.model_version})

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.deps import API_KEY_PARAMETER, Runtime, check_key, read_body, runtime_of
+from service.deps import API_KEY_PARAMETER, check_key, read_body, runtime_of
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
 from service.http.responses import ORJSONResponse
 from service.http.schemas import (
@@ -20,6 +20,7 @@ from service.http.schemas import (
     validate_learn,
 )
 from service.ratelimit import RateLimited
+from service.runtime import Runtime
 
 router = APIRouter(tags=["learn"])
 
@@ -76,7 +77,7 @@ _BODY = {
                 "examples": _EXAMPLES,
             }
         },
-    }
+    },
 }
 
 
@@ -113,7 +114,7 @@ async def learn(request: Request) -> ORJSONResponse:
     status = 202
     if wait:
         if result.entry_id is None:
-            body["model_version"] = rt.model_version
+            body["model_version"] = rt.served.model_version
         else:
             body["model_version"] = await rt.waiters.wait(
                 result.entry_id, rt.settings.wait_timeout_s
@@ -128,7 +129,7 @@ async def _validated_records(request: Request, rt: Runtime) -> list[dict[str, An
     data: Any = None
     try:
         data, strict_numbers = load_json(await read_body(request, rt.settings.max_body_bytes))
-        events = validate_learn(data, rt.ctx, strict_numbers)
+        events = validate_learn(data, request.app.state.validation, strict_numbers)
         if rt.rate_limiter is not None:  # before late labels take (consume) their predictions
             try:
                 await rt.rate_limiter.enforce(request, len(events))
@@ -158,9 +159,7 @@ async def _records(rt: Runtime, events: list[LearnEvent], batched: bool) -> list
         served = None
         if features is None:
             assert event.prediction_id is not None
-            features, served = await rt.storage.predictions.take_with_served(
-                event.prediction_id
-            )
+            features, served = await rt.storage.predictions.take_with_served(event.prediction_id)
             if features is None:
                 if taken:  # give back what this request consumed: it learns nothing
                     kept = [s for s in taken_served if s is not None]

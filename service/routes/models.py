@@ -10,8 +10,6 @@ from service.deps import ApiKey, ReadKey, Rt, read_body
 from service.errors import BadRequest
 from service.http.responses import ORJSONResponse
 from service.http.schemas import ErrorResponse, parse_json
-from service.shadows import quality_summary
-from service.versions import list_versions, operations, promote, rollback
 
 router = APIRouter(tags=["models"])
 
@@ -25,23 +23,10 @@ _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/models", dependencies=[ReadKey], summary="Champion, shadow challengers, versions")
 async def models(rt: Rt) -> ORJSONResponse:
-    trainer = rt.require_trainer()
-    with rt.model_lock:
-        champion = {
-            "name": rt.champion_strategy,
-            "strategy": rt.champion_strategy,
-            "role": "champion",
-            "events_learned": int(trainer.events_learned),
-            "model_version": rt.model_version,
-            "checkpoint_version": rt.checkpoint_version,
-            "prequential": quality_summary(trainer.metrics.report()),
-        }
-        shadows = rt.shadows.describe()
     body = {
-        "champion": champion,
-        "shadows": shadows,
-        "versions": await list_versions(rt),
-        "operations": await operations(rt),
+        **rt.control.describe(),
+        "versions": await rt.control.versions(),
+        "operations": await rt.control.operations(),
     }
     return ORJSONResponse(body)
 
@@ -76,7 +61,7 @@ async def rollback_route(request: Request, rt: Rt) -> ORJSONResponse:
     version = data.get("version") if isinstance(data, dict) else None
     if type(version) is not int or version < 1:
         raise BadRequest(f"version: must be a positive integer, got {version!r}")
-    return ORJSONResponse(await rollback(rt, version))
+    return ORJSONResponse(await rt.control.rollback(version))
 
 
 @router.post(
@@ -86,4 +71,4 @@ async def rollback_route(request: Request, rt: Rt) -> ORJSONResponse:
     summary="Make a shadow challenger the champion that /predict serves",
 )
 async def promote_route(name: str, rt: Rt) -> ORJSONResponse:
-    return ORJSONResponse(await promote(rt, name))
+    return ORJSONResponse(await rt.control.promote(name))

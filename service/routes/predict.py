@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 
-from service.deps import API_KEY_PARAMETER, Runtime, check_key, read_body, runtime_of
+from service.deps import API_KEY_PARAMETER, check_key, read_body, runtime_of
 from service.http.responses import ORJSONResponse
 from service.http.schemas import (
     EXAMPLE_TRANSACTION,
@@ -22,7 +22,8 @@ from service.http.schemas import (
     validate_predict,
 )
 from service.observability.logs import log_event
-from service.production import served_record
+from service.runtime import Runtime
+from service.serving.production_scoring import served_record
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["predict"])
@@ -54,7 +55,7 @@ _BODY = {
                 },
             }
         },
-    }
+    },
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse},
@@ -110,14 +111,14 @@ async def predict_batch(request: Request) -> ORJSONResponse:
     check_key(request, read=True)
     rt = runtime_of(request)
     data, strict_numbers = load_json(await read_body(request, rt.settings.max_body_bytes))
-    out = await _predict(rt, validate_predict(data, rt.ctx, strict_numbers))
+    out = await _predict(rt, validate_predict(data, request.app.state.validation, strict_numbers))
     rt.metrics.predict_latency.labels("post").observe(time.perf_counter() - started)
     return ORJSONResponse({"predictions": out})
 
 
 async def _predict(rt: Runtime, features: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    probs, labels, version = rt.predict(features)
-    classes = rt.classes
+    probs, labels, version = rt.served.predict(features)
+    classes = rt.served.classes
     ids = _new_ids(len(features))
     if rt.settings.prediction_ttl_s > 0:
         now = time.time()

@@ -17,7 +17,7 @@ router = APIRouter(tags=["monitoring"])
     "/state", dependencies=[ReadKey], summary="Class frequencies, factors, counts and model version"
 )
 async def state(rt: Rt) -> ORJSONResponse:
-    rt.require_trainer()
+    rt.served.require_trainer()
     view = rt.model_view()
     assert view is not None
     try:

@@ -35,7 +35,7 @@ async def history(
     return ORJSONResponse(
         {
             "interval_s": rt.settings.history_interval_s,
-            "classes": rt.classes,
+            "classes": rt.served.classes,
             "samples": rt.history.since(after),
         }
     )

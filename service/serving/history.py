@@ -12,12 +12,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from service.observability.prometheus import DRIFT_STATE_VALUES
-
-if TYPE_CHECKING:
-    from service.deps import Runtime
 
 __all__ = ["History", "run_history", "sample_of"]
 
@@ -25,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def sample_of(view: dict[str, Any], now: float) -> dict[str, Any]:
-    """One history point from a `Runtime.model_view()`.
+    """One history point from a `ServedModel.view()`.
 
     >>> v = {"classes": ["a", "b"], "model_version": 3, "events_learned": 10,
     ...      "frequencies": [0.9, 0.1], "factors": [0.6, 4.5], "quality": {"recall": {"a": 1.0},
@@ -74,14 +72,15 @@ class History:
         return [s for s in self.samples if after is None or s["time"] > after]
 
 
-async def run_history(rt: Runtime) -> None:
-    """Sample the served model every `history_interval_s` seconds until cancelled."""
-    interval = rt.settings.history_interval_s
+async def run_history(
+    view: Callable[[], dict[str, Any] | None], history: History, interval_s: float
+) -> None:
+    """Sample `view()` into `history` every `interval_s` seconds until cancelled."""
     while True:
         try:
-            view = rt.model_view()
-            if view is not None:
-                rt.history.add(sample_of(view, time.time()))
+            current = view()
+            if current is not None:
+                history.add(sample_of(current, time.time()))
         except Exception:  # a broken sample must not stop the page's data
             log.exception("status history: sampling failed")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval_s)

@@ -13,17 +13,14 @@ After a promotion the champion's old strategy becomes a shadow: the challengers 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
-from models.trainer import StreamTrainer, TrainerConfig
+from models.trainer import StreamTrainer
+from service.serving.trainer_factory import TrainerFactory
 
-if TYPE_CHECKING:
-    from service.deps import Runtime
-
-__all__ = ["Shadows", "config_for", "quality_summary"]
+__all__ = ["Shadows", "quality_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -42,28 +39,31 @@ def quality_summary(report: Mapping[str, Any]) -> dict[str, Any]:
     return {key: report[key] for key in _SUMMARY_KEYS if key in report}
 
 
-def config_for(base: TrainerConfig, configured: str, strategy: str) -> TrainerConfig:
-    """`base` with another strategy; `strategy_params` kept only for the configured one."""
-    if strategy == base.strategy:
-        return base
-    params = base.strategy_params if strategy == configured else {}
-    return dataclasses.replace(base, strategy=strategy, strategy_params=dict(params))
-
-
 class Shadows:
-    """The challengers of one runtime, by strategy name."""
+    """The challengers of one model, by strategy name.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    factory: builds trainers by strategy; configured: the shadow strategies the settings list;
+    load_snapshot: the stored snapshot of a challenger, by strategy (None: start fresh).
+    """
+
+    def __init__(
+        self,
+        factory: TrainerFactory,
+        configured: Sequence[str],
+        load_snapshot: Callable[[str], Awaitable[bytes | None]],
+    ) -> None:
+        self.factory = factory
+        self.configured = list(configured)
+        self.load_snapshot = load_snapshot
         self.trainers: dict[str, StreamTrainer] = {}
         self.failures: dict[str, int] = {}
 
     def names(self, champion: str) -> list[str]:
         """Challenger strategies when `champion` serves (configured order, no duplicates)."""
-        settings = self.rt.settings
-        wanted = list(settings.shadows)
-        if wanted or champion != settings.strategy:
-            wanted.append(settings.strategy)
+        first = self.factory.configured_strategy
+        wanted = list(self.configured)
+        if wanted or champion != first:
+            wanted.append(first)
         out: list[str] = []
         for name in wanted:
             if name != champion and name not in out:
@@ -74,8 +74,8 @@ class Shadows:
         """(Re)build the challengers from their stored snapshots, fresh where there is none."""
         trainers: dict[str, StreamTrainer] = {}
         for name in self.names(champion):
-            config = self.rt.trainer_config(name)
-            data = await self.rt.storage.checkpoints.shadow_snapshot(name)
+            config = self.factory.config(name)
+            data = await self.load_snapshot(name)
             trainer = None
             if data is not None:
                 try:
@@ -104,11 +104,13 @@ class Shadows:
         """Strategy -> snapshot bytes of every challenger (for the checkpoint transaction)."""
         return {name: t.to_bytes() for name, t in self.trainers.items()}
 
-    def swap(self, name: str, champion: StreamTrainer, champion_strategy: str) -> StreamTrainer:
-        """Take challenger `name` out and put the current champion in under its strategy."""
-        challenger = self.trainers.pop(name)
+    def retire_champion(
+        self, promoted: str, champion: StreamTrainer, champion_strategy: str
+    ) -> None:
+        """After `promoted` took over serving: it is no challenger any more, and the champion
+        it replaced becomes one under its strategy."""
+        self.trainers.pop(promoted, None)
         self.trainers[champion_strategy] = champion
-        return challenger
 
     def describe(self) -> list[dict[str, Any]]:
         return [

@@ -22,6 +22,7 @@ __all__ = ["ProductionScorer", "served_record"]
 
 log = logging.getLogger(__name__)
 
+
 def served_record(probs: Sequence[float], label: int, version: int, time: float) -> dict[str, Any]:
     """What is kept with a prediction's features for production scoring.
 
