@@ -20,13 +20,13 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 
+from service.ingest.rate_limit import RateLimiter
 from service.learner.follower import CheckpointFollower
 from service.learner.loop import LearnerLoop
 from service.learner.waiters import AppliedWaiters
 from service.observability.logs import log_startup
 from service.observability.prometheus import ServiceMetrics
 from service.operations.model_control import ModelControl, VersionArchive
-from service.ratelimit import RateLimiter
 from service.runtime import Runtime
 from service.serving.checkpoint_loader import CheckpointLoader
 from service.serving.history import History, run_history

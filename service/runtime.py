@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from service.ingest.rate_limit import RateLimiter
     from service.learner.loop import LearnerLoop
     from service.learner.waiters import AppliedWaiters
     from service.observability.prometheus import ServiceMetrics
     from service.operations.model_control import ModelControl
-    from service.ratelimit import RateLimiter
     from service.serving.checkpoint_loader import CheckpointLoader
     from service.serving.history import History
     from service.serving.production_scoring import ProductionScorer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import ReadKey, Rt
+from service.http.deps import ReadKey, Rt
 from service.http.responses import ORJSONResponse
 from service.http.schemas import DriftResponse
 

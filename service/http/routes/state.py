@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from redis.exceptions import RedisError
 
-from service.deps import ReadKey, Rt
+from service.http.deps import ReadKey, Rt
 from service.http.responses import ORJSONResponse
 
 router = APIRouter(tags=["monitoring"])

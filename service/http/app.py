@@ -16,11 +16,11 @@ from pydantic.json_schema import models_json_schema
 from service.http.error_handlers import install_error_handlers
 from service.http.middleware import RequestIdMiddleware
 from service.http.responses import ORJSONResponse
+from service.http.routes import ROUTERS
 from service.http.schemas import ValidationContext
 from service.lifecycle import open_runtime
 from service.observability.logs import log_event
 from service.observability.prometheus import ServiceMetrics
-from service.routes import ROUTERS
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 
-from service.deps import API_KEY_PARAMETER, check_key, read_body, runtime_of
+from service.http.deps import API_KEY_PARAMETER, check_key, read_body, runtime_of
 from service.http.responses import ORJSONResponse
 from service.http.schemas import (
     EXAMPLE_TRANSACTION,
@@ -64,7 +64,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-# No FastAPI dependencies on these two routes (see service.deps.runtime_of): they are the
+# No FastAPI dependencies on these two routes (see service.http.deps.runtime_of): they are the
 # hottest, and the solver cost more than the work it does.
 @router.get(
     "/predict",

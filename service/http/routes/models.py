@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.deps import ApiKey, ReadKey, Rt, read_body
 from service.errors import BadRequest
+from service.http.deps import ApiKey, ReadKey, Rt, read_body
 from service.http.responses import ORJSONResponse
 from service.http.schemas import ErrorResponse, parse_json
 

@@ -1,11 +1,12 @@
 """Per-source rate limit of `POST /learn`: GCRA (a token bucket in one timestamp) in Redis.
 
 Each source (a trusted header set by a gateway, else the configured API key, else the client
-address) has one key, `sb:{<model>}:rl:<digest>`, holding its theoretical arrival time (TAT).
-One Lua script reads, decides and writes it atomically, so every API replica shares one
-budget per source and two concurrent requests cannot both spend the last token. The clock is
-the Redis server's (`TIME`), so replicas with skewed clocks agree. The source is stored only
-as a digest: an API key never becomes part of a Redis key name.
+address: `service.http.rate_limit.source_of`) has one key, `sb:{<model>}:rl:<digest>`, holding
+its theoretical arrival time (TAT). One Lua script (`storage/lua/gcra.lua`) reads, decides and
+writes it atomically, so every API replica shares one budget per source and two concurrent
+requests cannot both spend the last token. The clock is the Redis server's (`TIME`), so
+replicas with skewed clocks agree. The source is stored only as a digest: an API key never
+becomes part of a Redis key name.
 
 A request of n events costs n: the limit bounds a source's share of the *stream*, which is
 what a poisoning source needs to grow. `rate_per_s` events per second are sustained and up to
@@ -22,52 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import Request
 
 from service.errors import RateLimited
 from service.storage.keys import Keys
+from service.storage.scripts import load_lua
 
-__all__ = [
-    "Decision",
-    "RateLimited",
-    "RateLimiter",
-    "gcra",
-    "source_of",
-]
-
-# KEYS[1] the source's TAT key. ARGV[1] emission interval (microseconds per event, float),
-# ARGV[2] burst (events), ARGV[3] cost (events), ARGV[4] "now" in microseconds or "" for the
-# server clock. Returns {allowed 0/1, retry_after_us (string, -1: never), remaining events}.
-_GCRA_LUA = """
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local now
-if ARGV[4] ~= '' then
-  now = tonumber(ARGV[4])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local tolerance = interval * burst
-local stored = redis.call('GET', KEYS[1])
-local tat = now
-if stored then
-  tat = math.max(tonumber(stored), now)
-end
-local new_tat = tat + cost * interval
-local allow_at = new_tat - tolerance
-if allow_at > now then
-  local retry = allow_at - now
-  if cost > burst then
-    retry = -1
-  end
-  return {0, string.format('%.17g', retry), math.floor((now - (tat - tolerance)) / interval)}
-end
-local ttl_ms = math.ceil((new_tat - now) / 1000) + 1
-redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', ttl_ms)
-return {1, '0', math.floor((now - (new_tat - tolerance)) / interval)}
-"""
+__all__ = ["Decision", "RateLimited", "RateLimiter", "gcra"]
 
 
 def gcra(
@@ -102,24 +63,6 @@ class Decision:
     remaining: int  # events this source could still send right now
 
 
-def source_of(request: Request, header: str | None, api_key_configured: bool) -> tuple[str, str]:
-    """(kind, identity) of the sender: the trusted header, else the API key, else the address.
-
-    The header must be one a gateway sets (a client could otherwise rotate it). The API key
-    counts only when one is configured, i.e. when it has been checked (auth runs first).
-    """
-    if header:
-        value = request.headers.get(header)
-        if value:
-            return "header", value
-    if api_key_configured:
-        value = request.headers.get("X-API-Key")
-        if value:
-            return "api_key", value
-    client = request.client
-    return "client", client.host if client is not None else "unknown"
-
-
 class RateLimiter:
     """GCRA limiter of one model; `rate_per_s` events per second, `burst` at once, per source.
 
@@ -147,7 +90,7 @@ class RateLimiter:
         self.header = header
         self.keys = Keys(model)
         self._interval_us = 1e6 / self.rate_per_s
-        self._script = redis.register_script(_GCRA_LUA)
+        self._script = redis.register_script(load_lua("gcra.lua"))
 
     @classmethod
     def from_settings(cls, redis: aioredis.Redis, settings: Any) -> RateLimiter | None:
@@ -183,14 +126,13 @@ class RateLimiter:
             bool(int(allowed)), math.inf if retry < 0 else retry / 1e6, max(0, int(remaining))
         )
 
-    async def enforce(self, request: Request, cost: int) -> None:
-        """Raise `RateLimited` (429 + Retry-After) when the request's source is over budget."""
-        api_key = getattr(request.app.state.settings, "api_key", None) is not None
-        kind, identity = source_of(request, self.header, api_key)
+    async def check(self, kind: str, identity: str, cost: int) -> None:
+        """Raise `RateLimited` (429 + Retry-After) when source `kind:identity` is over budget.
+
+        The message names the kind of source, never its value (it may be the API key)."""
         decision = await self.acquire(f"{kind}:{identity}", cost)
         if decision.allowed:
             return
-        # The message names the kind of source, never its value (it may be the API key).
         if math.isinf(decision.retry_after_s):
             raise RateLimited(
                 f"rate limit: a batch of {cost} events exceeds the burst of {self.burst} "

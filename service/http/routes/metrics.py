@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from service.deps import ReadKey
+from service.http.deps import ReadKey
 
 router = APIRouter(tags=["monitoring"])
 

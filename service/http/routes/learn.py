@@ -7,19 +7,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.deps import API_KEY_PARAMETER, check_key, read_body, runtime_of
-from service.errors import BadRequest, PayloadTooLarge, ServiceError
+from service.errors import PayloadTooLarge, RateLimited, ServiceError
+from service.http.deps import API_KEY_PARAMETER, check_key, read_body, runtime_of
+from service.http.rate_limit import enforce
 from service.http.responses import ORJSONResponse
 from service.http.schemas import (
     EXAMPLE_TRANSACTION,
     ErrorResponse,
-    LearnEvent,
     LearnResponse,
     load_json,
     query_flag,
     validate_learn,
 )
-from service.ratelimit import RateLimited
+from service.ingest.late_labels import stream_records
 from service.runtime import Runtime
 
 router = APIRouter(tags=["learn"])
@@ -81,7 +81,7 @@ _BODY = {
 }
 
 
-# No FastAPI dependencies or declared parameters (see service.deps.runtime_of): `wait` and
+# No FastAPI dependencies or declared parameters (see service.http.deps.runtime_of): `wait` and
 # the API key are read here and documented through `_BODY`.
 @router.post(
     "/learn",
@@ -132,11 +132,17 @@ async def _validated_records(request: Request, rt: Runtime) -> list[dict[str, An
         events = validate_learn(data, request.app.state.validation, strict_numbers)
         if rt.rate_limiter is not None:  # before late labels take (consume) their predictions
             try:
-                await rt.rate_limiter.enforce(request, len(events))
+                await enforce(rt.rate_limiter, request, len(events))
             except RateLimited as exc:
                 exc.extra["reason"] = "rate_limited"  # counted below, not sent
                 raise
-        return await _records(rt, events, batched=isinstance(data, dict) and "events" in data)
+        return await stream_records(
+            events,
+            rt.storage.predictions,
+            batched=isinstance(data, dict) and "events" in data,
+            give_back_ttl_s=rt.settings.prediction_ttl_s or 60,
+            observe_label_delay=rt.metrics.label_delay.observe,
+        )
     except ServiceError as exc:
         reason = (
             "too_large"
@@ -148,40 +154,3 @@ async def _validated_records(request: Request, rt: Runtime) -> list[dict[str, An
             len(events_in) if isinstance(events_in, list) else 1
         )
         raise
-
-
-async def _records(rt: Runtime, events: list[LearnEvent], batched: bool) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    taken: list[tuple[str, dict[str, Any]]] = []
-    taken_served: list[dict[str, Any] | None] = []
-    for i, event in enumerate(events):
-        features = event.features
-        served = None
-        if features is None:
-            assert event.prediction_id is not None
-            features, served = await rt.storage.predictions.take_with_served(event.prediction_id)
-            if features is None:
-                if taken:  # give back what this request consumed: it learns nothing
-                    kept = [s for s in taken_served if s is not None]
-                    await rt.storage.predictions.save_many(
-                        taken,
-                        rt.settings.prediction_ttl_s or 60,
-                        served=kept if len(kept) == len(taken) else None,
-                    )
-                field = f"events[{i}].prediction_id" if batched else "prediction_id"
-                raise BadRequest(
-                    f"{field}: unknown or expired prediction {event.prediction_id!r}",
-                    reason="unknown_prediction",
-                )
-            taken.append((event.prediction_id, features))
-            taken_served.append(served)
-        record: dict[str, Any] = {"features": features, "label": event.label}
-        if served is not None:  # production scoring (service/production.py) and label delay
-            record["served"] = served
-            rt.metrics.label_delay.observe(max(0.0, time.time() - float(served["t"])))
-        if event.id is not None:
-            record["id"] = event.id
-        if event.timestamp is not None:
-            record["timestamp"] = event.timestamp
-        records.append(record)
-    return records

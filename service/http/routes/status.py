@@ -7,7 +7,7 @@ from importlib import resources
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from service.deps import ReadKey, Rt
+from service.http.deps import ReadKey, Rt
 from service.http.responses import ORJSONResponse
 from service.http.schemas import ErrorResponse
 
@@ -15,7 +15,11 @@ router = APIRouter(tags=["monitoring"])
 
 
 def _page() -> str:
-    return resources.files("service").joinpath("static", "status.html").read_text(encoding="utf-8")
+    return (
+        resources.files("service.http")
+        .joinpath("static", "status.html")
+        .read_text(encoding="utf-8")
+    )
 
 
 @router.get("/", response_class=HTMLResponse, summary="Live status page (self-contained HTML)")
