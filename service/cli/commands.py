@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from service.observability.logs import configure_logging, secrets_of
 from service.settings import Settings, SettingsError, get_settings
 
 __all__ = ["build_parser", "main"]
@@ -29,8 +30,6 @@ def _settings(**overrides: Any) -> Settings:
     except SettingsError as exc:
         print(f"streambalance: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    from service.observability.logs import configure_logging, secrets_of
-
     configure_logging(settings.log_level, secrets=secrets_of(settings))
     return settings
 

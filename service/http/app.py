@@ -17,7 +17,7 @@ from service.http.error_handlers import install_error_handlers
 from service.http.middleware import RequestIdMiddleware
 from service.http.responses import ORJSONResponse
 from service.http.routes import ROUTERS
-from service.http.schemas import ValidationContext
+from service.http.schemas import LearnBatch, LearnEvent, PredictBatch, ValidationContext
 from service.lifecycle import open_runtime
 from service.observability.logs import log_event
 from service.observability.prometheus import ServiceMetrics
@@ -91,8 +91,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """Routes read raw bodies (orjson, size limit), so their request schemas are added here."""
     if app.openapi_schema:
         return app.openapi_schema
-    from service.http.schemas import LearnBatch, LearnEvent, PredictBatch
-
     schema = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
