@@ -27,7 +27,7 @@ from redis.exceptions import DataError, RedisError
 try:
     import hiredis
 except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis])
-    hiredis = None
+    hiredis = None  # type: ignore[assignment]
 
 __all__ = ["connect", "decode_text", "hiredis_packing", "ping", "wait_until_reachable"]
 
@@ -74,7 +74,8 @@ def connect(url: str, **kwargs: Any) -> aioredis.Redis:
     client = aioredis.from_url(url, **kwargs)
     if hiredis is not None:
         pool = client.connection_pool
-        pool.connection_class = hiredis_packing(pool.connection_class)
+        # A class is hashable; mypy reads AbstractConnection's __hash__ as unhashable.
+        pool.connection_class = hiredis_packing(pool.connection_class)  # type: ignore[arg-type]
     return client
 
 
