@@ -100,7 +100,7 @@ class LearnerStep:
         # Operations: challengers learn the same batch; late labels score what was served.
         self.shadows.process(features, labels, timestamps, frequencies)
         self.production.observe(chunk)
-        served.stepped(report)
+        served.record_step(report)
         if report.new_drift:
             log_event(
                 log,

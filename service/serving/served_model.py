@@ -70,7 +70,7 @@ class ServedModel:
         with self._lock:
             return trainer.process(features, labels, timestamps, frequencies=frequencies)
 
-    def stepped(self, report: BatchReport) -> None:
+    def record_step(self, report: BatchReport) -> None:
         """Count one learner update (the model version names it)."""
         self.model_version += 1
         self.last_step = report.step
