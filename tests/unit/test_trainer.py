@@ -46,7 +46,7 @@ def train(trainer: StreamTrainer, features: list[dict], labels: list[int], batch
 
 
 def test_config_defaults_are_the_benchmark_chosen_ones() -> None:
-    # Chosen by bench/quality.py (README, "The decision"); the service's defaults match.
+    # Chosen by bench/quality.py (docs/benchmarks/README.md); the service's defaults match.
     from service.settings import Settings
 
     c = TrainerConfig(classes=CLASSES)
