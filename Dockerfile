@@ -22,7 +22,7 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
  && rm /tmp/requirements.txt
 
 # Source layer: the package itself, without re-resolving dependencies.
-COPY README.md ./
+COPY README.md LICENSE ./
 COPY models/ models/
 COPY service/ service/
 RUN pip install --no-deps . \

