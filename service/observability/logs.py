@@ -40,6 +40,9 @@ MASK = "***"
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message", "asctime", "taskName",
 }  # fmt: skip
+# Extras that are presentation, not data: uvicorn attaches `color_message`, the message with
+# ANSI colour escapes, for its own console formatter.
+_DROPPED_EXTRAS = frozenset({"color_message"})
 
 request_id_var: ContextVar[str | None] = ContextVar("streambalance_request_id", default=None)
 
@@ -79,7 +82,7 @@ class JsonFormatter(logging.Formatter):
         if rid:
             payload["request_id"] = rid
         for name, value in vars(record).items():
-            if name not in _RECORD_ATTRS and name not in payload and name != "event":
+            if name not in _RECORD_ATTRS and name not in _DROPPED_EXTRAS and name not in payload:
                 payload[name] = value
         if record.exc_info and record.exc_info[0] is not None:
             payload["error"] = {

@@ -67,6 +67,18 @@ def test_one_json_object_per_line_with_fields_and_errors(
     assert "boom" in second["error"]["traceback"]
 
 
+def test_uvicorns_lines_carry_no_ansi_colour_copy(captured: Callable[[], list[dict]]) -> None:
+    # uvicorn logs "Uvicorn running on ..." with extra={"color_message": <ANSI escapes>}.
+    import uvicorn
+
+    config = uvicorn.Config(FastAPI(), host="127.0.0.1", port=0, log_config=None)
+    config.bind_socket().close()
+    (line,) = [ln for ln in captured() if ln["logger"] == "uvicorn.error"]
+    assert line["message"].startswith("Uvicorn running on http://127.0.0.1:"), line
+    assert "color_message" not in line
+    assert "\x1b" not in captured.raw.getvalue()  # type: ignore[attr-defined]
+
+
 def test_secret_values_are_masked_anywhere_in_a_line(captured: Callable[[], list[dict]]) -> None:
     logging.getLogger("x").warning("bad header %r from %s", KEY, {"key": KEY})
     raw = captured.raw.getvalue()  # type: ignore[attr-defined]
