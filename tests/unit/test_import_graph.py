@@ -10,7 +10,7 @@ The layers of service/, innermost first (a module may import its own package and
 layers before it; packages that share a layer may not import each other):
 
     models                                              the ML core
-    service.errors · service.settings · service.observability
+    service.errors · service.settings · service.observability · service.client (HTTP client)
     service.storage                                     all Redis I/O
     service.serving · service.ingest                    the served model; events on their way in
     service.learner · service.operations                the learner; the operator's controls
@@ -34,7 +34,7 @@ PACKAGES = ("models", "service", "bench")
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("models",),
-    ("service.errors", "service.settings", "service.observability"),
+    ("service.errors", "service.settings", "service.observability", "service.client"),
     ("service.storage",),
     ("service.serving", "service.ingest"),
     ("service.learner", "service.operations"),
