@@ -3,6 +3,8 @@
 streambalance serve [--host H] [--port P]   the HTTP service (+ learner unless ROLE=api)
 streambalance worker                        the learner alone (needs REDIS_URL)
 streambalance replay FILE --url URL         stream labeled events from JSONL/CSV into a service
+                                            (API key from STREAMBALANCE_API_KEY; exit code 3:
+                                            every event was already stored)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import sys
 from typing import Any
 
+from service import __version__
 from service.observability.logs import configure_logging, secrets_of
 from service.settings import Settings, SettingsError, get_settings
 
@@ -99,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"streambalance {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP service (learner included unless ROLE=api)")
     serve.add_argument("--host", help="bind address (default STREAMBALANCE_HOST or 127.0.0.1)")
@@ -106,13 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser("worker", help="run the learner alone against REDIS_URL")
     worker.set_defaults(func=cmd_worker)
-    replay = sub.add_parser("replay", help="stream a JSONL or CSV file of labeled events")
+    replay = sub.add_parser(
+        "replay",
+        help="stream a JSONL or CSV file of labeled events",
+        description="Stream a JSONL or CSV file of labeled events into a running service. "
+        "The API key (X-API-Key) is read from STREAMBALANCE_API_KEY. Exit code 0: events "
+        "added; 3: every event was already stored (the file was replayed before); 1: error.",
+    )
     replay.add_argument("file", help="JSONL (one event per line) or .csv with a label column")
     replay.add_argument("--url", required=True, help="service base URL, e.g. http://127.0.0.1:8000")
     replay.add_argument("--batch-size", type=int, default=500)
-    replay.add_argument("--api-key", default=None, help="X-API-Key for /learn")
-    replay.add_argument("--retries", type=int, default=5, help="retries per batch on 5xx/network")
-    replay.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    # Deprecated: an argument shows in the process list. The key is read from the environment.
+    replay.add_argument("--api-key", default=None, help=argparse.SUPPRESS)
+    replay.add_argument(
+        "--retries", type=int, default=5, help="retries per request on 429/5xx/network errors"
+    )
+    replay.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per request (default 60)"
+    )
     replay.add_argument("--wait", action="store_true", help="each batch waits until learned")
     replay.add_argument("--label-column", default="label")
     replay.add_argument("--id-column", default="id")
@@ -125,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--no-auto-id",
         action="store_true",
-        help="do not give id-less events the stable id <file name>:<line>",
+        help="send id-less events without an id (by default each gets one derived from the "
+        "file's content, its line and the event, so a rerun of the file adds nothing)",
     )
     replay.set_defaults(func=cmd_replay)
     return parser

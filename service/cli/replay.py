@@ -1,29 +1,30 @@
 """`streambalance replay FILE --url URL`: stream a labeled file into a running service.
 
-Batches of events go to `POST /learn` (retried with exponential backoff on network errors,
-5xx and 429), with a rich progress bar and a summary at the end. Events without an id get a
-stable one (`<file name>:<line>`), so running the same file twice adds nothing the second
-time. With `--predict-first` each batch is first sent to `POST /predict` and then learned
-with `wait=true` (test-then-train over HTTP), and the per-class metrics of those
-predictions are printed at the end.
+Batches of events go to `POST /learn` through `service.client.Client` (retried with backoff
+on network errors, 5xx and 429, with the same ids), with a rich progress bar and a summary at
+the end. Events without an id get one derived from the file's content, the line and the
+event (`service.cli.event_files.replay_id`), so running the same file twice adds nothing the
+second time, and a replay that was mostly duplicates says so. With `--predict-first` each
+batch is first sent to `POST /predict` and then learned with `wait=true` (test-then-train
+over HTTP), and the per-class metrics of those predictions are printed at the end.
+The API key comes from STREAMBALANCE_API_KEY.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from service.cli.event_files import iter_events
+from service.client import API_KEY_ENV, Client, ClientError
 
 __all__ = ["Scoreboard", "run_replay"]
-
-log = logging.getLogger("streambalance")
 
 
 class Scoreboard:
@@ -84,69 +85,27 @@ def _label_index(label: Any, classes: list[str]) -> int | None:
     return None
 
 
-def _request(
-    client: Any, method: str, url: str, body: dict[str, Any], retries: int, params: Any = None
-) -> tuple[dict[str, Any], int]:
-    """(JSON answer, retries used); backoff 0.5 s doubling to 10 s (at least the server's
-    Retry-After on a 429); a 4xx other than 429 is final."""
-    import httpx
-
-    delay = 0.5
-    problem = ""
-    for attempt in range(retries + 1):
-        wait = delay
-        try:
-            response = client.request(method, url, json=body, params=params)
-        except httpx.TransportError as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code < 400:
-                return response.json(), attempt
-            if response.status_code < 500 and response.status_code != 429:
-                raise SystemExit(
-                    f"streambalance replay: {url} answered {response.status_code} {response.text}"
-                )
-            problem = f"HTTP {response.status_code}: {response.text[:200]}"
-            retry_after = response.headers.get("Retry-After", "")
-            if retry_after.isdigit():
-                wait = max(delay, float(retry_after))
-        if attempt < retries:
-            log.warning("replay: %s; retry %d/%d in %.1f s", problem, attempt + 1, retries, wait)
-            time.sleep(wait)
-            delay = min(delay * 2, 10.0)
-    raise SystemExit(f"streambalance replay: giving up after {retries} retries ({problem})")
-
-
 class _Replay:
-    def __init__(self, args: argparse.Namespace, client: Any) -> None:
+    """Sends the batches through the client and keeps the totals (and the scoreboard)."""
+
+    def __init__(self, args: argparse.Namespace, client: Client) -> None:
         self.args = args
         self.client = client
-        self.base = args.url.rstrip("/")
         self.totals = {"sent": 0, "accepted": 0, "duplicates": 0, "batches": 0, "retries": 0}
         self.board: Scoreboard | None = None
         self.classes: list[str] = []
         self.unscored = 0
         if args.predict_first:
-            state, _ = _request(client, "GET", self.base + "/state", {}, args.retries)
-            self.classes = list(state["classes"])
+            self.classes = list(client.state()["classes"])
             self.board = Scoreboard(self.classes)
 
     def flush(self, batch: list[dict[str, Any]]) -> None:
-        args = self.args
         if self.board is not None:
             self._predict(batch)
-        wait = args.wait or self.board is not None
-        result, retried = _request(
-            self.client,
-            "POST",
-            self.base + "/learn",
-            {"events": batch},
-            args.retries,
-            params={"wait": "true"} if wait else None,
-        )
-        self.totals["retries"] += retried
-        self.totals["accepted"] += int(result.get("accepted", 0))
-        self.totals["duplicates"] += int(result.get("duplicates", 0))
+        result = self.client.learn(batch, wait=self.args.wait or self.board is not None)
+        self.totals["retries"] += result.retries
+        self.totals["accepted"] += result.accepted
+        self.totals["duplicates"] += result.duplicates
         self.totals["sent"] += len(batch)
         self.totals["batches"] += 1
 
@@ -161,12 +120,8 @@ class _Replay:
         self.unscored += len(batch) - len(scored)
         if not scored:
             return
-        body = {"events": [{"features": e["features"]} for e, _ in scored]}
-        result, retried = _request(
-            self.client, "POST", self.base + "/predict", body, self.args.retries
-        )
-        self.totals["retries"] += retried
-        predicted = [self.classes.index(p["label"]) for p in result["predictions"]]
+        predictions = self.client.predict_many([e["features"] for e, _ in scored])
+        predicted = [self.classes.index(p.label) for p in predictions]
         self.board.update([t for _, t in scored], predicted)
 
 
@@ -194,14 +149,26 @@ def _metrics_table(board: Scoreboard) -> Any:
     return table
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key from STREAMBALANCE_API_KEY; `--api-key` still works, with a warning: a command
+    line argument is visible to every user of the machine (`ps`, /proc/<pid>/cmdline)."""
+    if args.api_key is None:
+        return None  # the client reads STREAMBALANCE_API_KEY
+    print(
+        f"streambalance replay: warning: --api-key is deprecated (other users can read it in "
+        f"the process list); set {API_KEY_ENV} instead",
+        file=sys.stderr,
+    )
+    return str(args.api_key)
+
+
 def run_replay(args: argparse.Namespace) -> int:
-    import httpx
+    """Exit code: 0 when events were added (or the file had none), 3 when every event was
+    already stored (a rerun of the same file), 1 on an error."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-
     path = Path(args.file)
-    headers = {"X-API-Key": args.api_key} if args.api_key else {}
     started = time.perf_counter()
     columns = (
         TextColumn("[bold]replay"),
@@ -211,32 +178,49 @@ def run_replay(args: argparse.Namespace) -> int:
         TextColumn("{task.fields[events]} events"),
     )
     console = Console()
-    with (
-        path.open(encoding="utf-8", newline="") as handle,
-        httpx.Client(headers=headers, timeout=args.timeout) as client,
-        Progress(*columns, disable=args.quiet, console=console) as progress,
-    ):
-        replay = _Replay(args, client)
-        task = progress.add_task("replay", total=path.stat().st_size, events=0)
-        batch: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            replay.flush(batch)
-            batch.clear()
-            position = os.lseek(handle.fileno(), 0, os.SEEK_CUR)  # read-ahead: close enough
-            progress.update(task, completed=position, events=replay.totals["sent"])
-
-        events = iter_events(
-            path, handle, args.label_column, args.id_column, auto_id=not args.no_auto_id
+    client = Client(
+        args.url,
+        api_key=_api_key(args),
+        timeout=args.timeout,
+        retries=args.retries,
+        batch_size=args.batch_size,
+    )
+    replay: _Replay | None = None
+    try:
+        with (
+            client,
+            path.open(encoding="utf-8", newline="") as handle,
+            Progress(*columns, disable=args.quiet, console=console) as progress,
+        ):
+            replay = _Replay(args, client)
+            task = progress.add_task("replay", total=path.stat().st_size, events=0)
+            events = iter_events(
+                path, handle, args.label_column, args.id_column, auto_id=not args.no_auto_id
+            )
+            batch: list[dict[str, Any]] = []
+            for event in events:
+                batch.append(event)
+                if len(batch) >= args.batch_size:
+                    replay.flush(batch)
+                    batch = []
+                    position = os.lseek(handle.fileno(), 0, os.SEEK_CUR)  # read-ahead: close
+                    progress.update(task, completed=position, events=replay.totals["sent"])
+            if batch:
+                replay.flush(batch)
+            progress.update(task, completed=path.stat().st_size, events=replay.totals["sent"])
+    except ClientError as exc:
+        sent = replay.totals["sent"] if replay is not None else 0
+        print(
+            f"streambalance replay: {exc} ({sent} events sent before it; a rerun of the same "
+            "file adds only what is missing)",
+            file=sys.stderr,
         )
-        for event in events:
-            batch.append(event)
-            if len(batch) >= args.batch_size:
-                flush()
-        if batch:
-            flush()
-        progress.update(task, completed=path.stat().st_size)
-    elapsed = time.perf_counter() - started
+        return 1
+    assert replay is not None
+    return _report(replay, time.perf_counter() - started, console)
+
+
+def _report(replay: _Replay, elapsed: float, console: Any) -> int:
     t = replay.totals
     rate = t["sent"] / elapsed if elapsed > 0 else 0.0
     print(
@@ -247,4 +231,10 @@ def run_replay(args: argparse.Namespace) -> int:
         console.print(_metrics_table(replay.board))
         if replay.unscored:
             print(f"{replay.unscored} events not scored (late labels or unknown label)")
-    return 0
+    if t["duplicates"] * 2 > t["sent"]:
+        print(
+            f"streambalance replay: WARNING: {t['duplicates']} of {t['sent']} events were "
+            "already stored (their ids were seen before): was this file replayed already?",
+            file=sys.stderr,
+        )
+    return 3 if t["sent"] and t["accepted"] == 0 and t["duplicates"] == t["sent"] else 0

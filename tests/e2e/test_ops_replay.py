@@ -1,5 +1,7 @@
 """`streambalance replay` against a real service (uvicorn in a subprocess, loopback port):
-CSV without ids gets stable ids, so a re-run adds nothing; `--predict-first` prints scores."""
+CSV without ids gets ids from the file's content, so a re-run adds nothing (exit code 3) and
+another file of the same name is learned; the key comes from the environment;
+`--predict-first` prints scores."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,18 @@ import pytest
 from service.cli import main
 from tests.e2e.conftest import fraud_stream
 from tests.e2e.test_crash import _free_port, _wait_ready
+
+
+def wait_learned(url: str, expected: int, timeout: float = 30.0) -> int:
+    """events_learned once it reaches `expected` (or the timeout passes)."""
+    deadline = time.monotonic() + timeout
+    learned = -1
+    while time.monotonic() < deadline:
+        learned = httpx.get(url + "/state").json()["events_learned"]
+        if learned >= expected:
+            break
+        time.sleep(0.1)
+    return int(learned)
 
 
 @pytest.fixture
@@ -72,9 +87,10 @@ def test_replay_rerun_adds_nothing(
     state = httpx.get(service_url + "/state").json()
     assert state["events_learned"] == 450
 
-    assert main(args) == 0
-    second = capsys.readouterr().out
-    assert "0 accepted, 450 duplicates" in second
+    assert main(args) == 3  # nothing new: every event was already stored
+    second = capsys.readouterr()
+    assert "0 accepted, 450 duplicates" in second.out
+    assert "WARNING: 450 of 450 events were already stored" in second.err
     state = httpx.get(service_url + "/state").json()
     assert state["events_learned"] == 450
     frauds = sum(e["label"] == "fraud" for e in events)
@@ -86,7 +102,7 @@ def test_replay_predict_first_prints_per_class_metrics(
 ) -> None:
     events = fraud_stream(600, fraud_rate=0.1, seed=32)
     for e in events:
-        del e["id"]  # ids come from the file name and line number
+        del e["id"]  # ids come from the file's content, the line and the event
     path = tmp_path / "stream.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     code = main(
@@ -126,3 +142,81 @@ def test_replay_retries_with_backoff_when_rate_limited(
     assert retries >= 1, out
     assert "sent 300 events in 3 batches" in out and "300 accepted, 0 duplicates" in out
     assert httpx.get(service_url + "/state").json()["events_learned"] == 300
+
+
+def _write_jsonl(path: Path, events: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({k: v for k, v in e.items() if k != "id"}) + "\n"
+                            for e in events))  # fmt: skip
+    return path
+
+
+def test_files_of_the_same_name_in_two_folders_are_both_learned(
+    service_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Audit finding 4: ids were `<file name>:<line>`, so feb/events.jsonl was dropped whole as
+    # duplicates of jan/events.jsonl.
+    jan = _write_jsonl(tmp_path / "jan" / "events.jsonl", fraud_stream(40, 0.1, seed=34))
+    feb = _write_jsonl(tmp_path / "feb" / "events.jsonl", fraud_stream(60, 0.1, seed=35))
+    for path, n in ((jan, 40), (feb, 60)):
+        code = main(["replay", str(path), "--url", service_url, "--wait", "--quiet"])
+        out = capsys.readouterr().out
+        assert code == 0 and f"{n} accepted, 0 duplicates" in out, out
+    assert httpx.get(service_url + "/state").json()["events_learned"] == 100
+
+
+def test_identical_lines_are_two_events_and_a_mostly_duplicate_replay_warns(
+    service_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = fraud_stream(30, 0.1, seed=36)
+    path = _write_jsonl(tmp_path / "twice.jsonl", events + events[:10])  # 10 lines repeated
+    assert main(["replay", str(path), "--url", service_url, "--wait", "--quiet"]) == 0
+    assert "40 accepted, 0 duplicates" in capsys.readouterr().out
+
+    grown = _write_jsonl(tmp_path / "grown.jsonl", events + events[:10])
+    with grown.open("a") as handle:  # another file: its content differs, so do its ids
+        handle.write(json.dumps({"features": {"amount": 1.0}, "label": "legit"}) + "\n")
+    assert main(["replay", str(grown), "--url", service_url, "--wait", "--quiet"]) == 0
+    assert "41 accepted, 0 duplicates" in capsys.readouterr().out
+
+    def replay_with_ids(n: int) -> tuple[int, str, str]:
+        path = tmp_path / f"with-{n}-ids.jsonl"
+        path.write_text("".join(json.dumps(e) + "\n" for e in events[:n]))
+        code = main(["replay", str(path), "--url", service_url, "--quiet"])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = replay_with_ids(4)
+    assert code == 0 and "4 accepted, 0 duplicates" in out and "WARNING" not in err
+    code, out, err = replay_with_ids(5)  # 4 of 5 ids seen before: added one, warns
+    assert code == 0 and "1 accepted, 4 duplicates" in out
+    assert "WARNING: 4 of 5 events were already stored" in err
+    code, out, err = replay_with_ids(5)  # nothing new at all: exit code 3
+    assert code == 3 and "0 accepted, 5 duplicates" in out and "WARNING: 5 of 5" in err
+    assert wait_learned(service_url, 86) == 86
+
+
+@pytest.mark.parametrize(
+    "service_url", [{"STREAMBALANCE_API_KEY": "replay-key-0123456"}], indirect=True
+)
+def test_the_api_key_comes_from_the_environment_not_the_command_line(
+    service_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = _write_jsonl(tmp_path / "keyed.jsonl", fraud_stream(20, 0.1, seed=37))
+    args = ["replay", str(path), "--url", service_url, "--quiet"]
+    monkeypatch.delenv("STREAMBALANCE_API_KEY", raising=False)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "HTTP 401: X-API-Key: header missing" in err and "0 events sent before it" in err
+
+    monkeypatch.setenv("STREAMBALANCE_API_KEY", "replay-key-0123456")
+    assert main(args) == 0
+    assert "20 accepted" in capsys.readouterr().out
+
+    monkeypatch.delenv("STREAMBALANCE_API_KEY")
+    assert main([*args, "--api-key", "replay-key-0123456"]) == 3  # still works, deprecated
+    err = capsys.readouterr().err
+    assert "--api-key is deprecated" in err and "STREAMBALANCE_API_KEY" in err
