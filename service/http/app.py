@@ -10,14 +10,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
-from pydantic.json_schema import models_json_schema
 
+from service import __version__
 from service.http.error_handlers import install_error_handlers
 from service.http.middleware import RequestIdMiddleware
+from service.http.openapi import build_openapi
 from service.http.responses import ORJSONResponse
 from service.http.routes import ROUTERS
-from service.http.schemas import LearnBatch, LearnEvent, PredictBatch, ValidationContext
+from service.http.schemas import ValidationContext
 from service.lifecycle import open_runtime
 from service.observability.logs import log_event
 from service.observability.prometheus import ServiceMetrics
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         title="streambalance",
-        version="0.1.0",
+        version=__version__,
         description=_DESCRIPTION,
         lifespan=_lifespan,
         default_response_class=ORJSONResponse,
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware, http_metrics=metrics.http, excluded_paths=["/metrics"])
     for router in ROUTERS:
         app.include_router(router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
 
 
@@ -87,17 +87,7 @@ def _view(app: FastAPI) -> dict[str, Any] | None:
     return None if rt is None else rt.model_view()
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """Routes read raw bodies (orjson, size limit), so their request schemas are added here."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
-    )
-    _, defs = models_json_schema(
-        [(LearnEvent, "validation"), (LearnBatch, "validation"), (PredictBatch, "validation")],
-        ref_template="#/components/schemas/{model}",
-    )
-    schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
-    app.openapi_schema = schema
-    return schema
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    if not app.openapi_schema:
+        app.openapi_schema = build_openapi(app, settings)
+    return app.openapi_schema

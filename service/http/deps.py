@@ -5,15 +5,14 @@ the size-limited body, with `Annotated` aliases for the routes that use FastAPI'
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from service.errors import NotReady, PayloadTooLarge, Unauthorized
 from service.runtime import Runtime
 
 __all__ = [
-    "API_KEY_PARAMETER",
     "ApiKey",
     "ReadKey",
     "Rt",
@@ -26,15 +25,8 @@ __all__ = [
 
 # The hot routes (/learn, /predict) call `runtime_of` and `check_key` themselves instead of
 # declaring them as dependencies: FastAPI's dependency solver cost about 35 µs of a
-# ~450 µs GET /predict (py-spy, cProfile), more than the check itself. They declare the
-# header in OpenAPI with `API_KEY_PARAMETER`. The other routes use the `Depends` forms.
-API_KEY_PARAMETER: dict[str, Any] = {
-    "name": "X-API-Key",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "the API key, when STREAMBALANCE_API_KEY is set",
-}
+# ~450 µs GET /predict (py-spy, cProfile), more than the check itself. The other routes use
+# the `Depends` forms. OpenAPI documents the key as a security scheme (service.http.openapi).
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -70,21 +62,15 @@ async def _runtime(request: Request) -> Runtime:
 Rt = Annotated[Runtime, Depends(_runtime)]
 
 
-async def require_api_key(
-    request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
-) -> None:
-    """Write routes: when an API key is configured, X-API-Key must match (constant time).
-
-    `x_api_key` is declared so that OpenAPI documents the header; `check_key` reads it."""
+async def require_api_key(request: Request) -> None:
+    """Write routes: when an API key is configured, X-API-Key must match (constant time)."""
     check_key(request, read=False)
 
 
 ApiKey = Depends(require_api_key)
 
 
-async def require_read_key(
-    request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
-) -> None:
+async def require_read_key(request: Request) -> None:
     """Read routes: need the key only when STREAMBALANCE_AUTH_READ_ROUTES is on."""
     check_key(request, read=True)
 

@@ -346,9 +346,91 @@ class DriftResponse(BaseModel):
     signals: list[DriftSignal]
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="where: `events[3].features.amount`, `body`, `X-API-Key`")
+    message: str
+
+
 class ErrorResponse(BaseModel):
-    detail: str
-    errors: list[dict[str, str]] | None = None
+    """The body of every error the service answers (4xx and 5xx)."""
+
+    model_config = ConfigDict(extra="allow")
+    detail: str = Field(description="`<field>: <problem>`, e.g. `events[1].label: unknown label`")
+    errors: list[FieldError] | None = Field(
+        None, description="422 for an invalid body: every problem found (at most 20)"
+    )
+
+
+# Objects that grow with the service (new metrics, new fields): documented, open to more.
+_OPEN = ConfigDict(extra="allow")
+
+
+class StateResponse(BaseModel):
+    model_config = _OPEN
+    model: str = Field(description="model name (the hash tag of its Redis keys)")
+    model_version: int = Field(description="learner updates applied to the served model")
+    checkpoint_version: int
+    checkpoint_time: float | None = Field(description="unix time of the last checkpoint")
+    strategy: str = Field(description="the loss strategy that serves")
+    network: str
+    role: str
+    classes: list[str]
+    events_learned: int
+    class_frequencies: dict[str, float] = Field(description="EMA class frequencies p_c")
+    factors: dict[str, float] = Field(description="smoothed rescaling factors w_c")
+    counts: dict[str, int] = Field(description="labels learned per class")
+    steps: int
+    skipped_steps: int
+    clipped_steps: int
+    stream_lag: int | None = Field(description="events accepted, not applied yet")
+    prequential: dict[str, Any] = Field(description="rolling test-then-train metrics")
+    production: dict[str, Any] | None = Field(
+        description="served predictions scored by their late labels"
+    )
+
+
+class ModelSummary(BaseModel):
+    model_config = _OPEN
+    name: str
+    strategy: str
+    role: str = Field(description="`champion` or `shadow`")
+    events_learned: int
+    prequential: dict[str, Any]
+
+
+class ModelsResponse(BaseModel):
+    model_config = _OPEN
+    champion: ModelSummary
+    shadows: list[ModelSummary]
+    versions: list[dict[str, Any]] = Field(description="kept checkpoints, newest first")
+    operations: list[dict[str, Any]] = Field(description="recent promotions and rollbacks")
+
+
+class OperationResponse(BaseModel):
+    """A promotion or rollback, as recorded in the operations log."""
+
+    model_config = _OPEN
+    action: str = Field(description="`promotion` or `rollback`")
+    checkpoint_version: int
+    model_version: int
+    time: float
+
+
+class HistoryResponse(BaseModel):
+    model_config = _OPEN
+    interval_s: float
+    classes: list[str]
+    samples: list[dict[str, Any]]
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    model_config = _OPEN
+    status: str
+    model_version: int
 
 
 def _path(loc: tuple[Any, ...]) -> str:

@@ -1,6 +1,9 @@
 """Issue 6 §6 (generated cases): schemathesis walks every operation of the running service's
 /openapi.json with schema-valid and schema-violating inputs: zero 5xx, no response that
-violates the schema; afterwards the model is finite and /state consistent."""
+violates the schema (error bodies included); afterwards the model is finite and /state
+consistent. Run twice: without an API key, and with one required everywhere (the document's
+security scheme then says so, and schemathesis checks each keyed operation refuses a request
+without the key or with a wrong one)."""
 
 from __future__ import annotations
 
@@ -16,17 +19,22 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import load_all_checks
 from schemathesis.core.failures import FailureGroup
+from schemathesis.core.parameters import ParameterLocation
 
 from tests.reliability.conftest import Proc
 
 EXAMPLES = 25  # per operation and mode: bounded (the whole walk takes well under a minute)
+KEY = "fuzz-key-5b0e7d21c4"
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("keyed", [False, True], ids=["open", "keyed"])
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(
-    service_factory: Callable[..., Proc],
+    service_factory: Callable[..., Proc], keyed: bool
 ) -> None:
-    service = service_factory(None, name="fuzz")
+    settings = {"api_key": KEY, "auth_read_routes": "true"} if keyed else {}
+    service = service_factory(None, name="fuzz", **settings)
+    headers = {"X-API-Key": KEY} if keyed else {}
     load_all_checks()
     schema = schemathesis.openapi.from_url(service.url + "/openapi.json")
     failures: list[str] = []
@@ -37,12 +45,12 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(
             label = f"{operation.label} [{mode.value}]"
             seen = calls.setdefault(label, {})
             try:
-                _walker(operation, mode, service.url, seen, failures, label)()
+                _walker(operation, mode, service.url, headers, seen, failures, label)()
             except Unsatisfiable:  # an operation with no inputs has no schema-violating variant
                 if mode is GenerationMode.POSITIVE:
                     raise
                 seen["no negative inputs"] = 0
-    with httpx.Client(base_url=service.url, timeout=30.0) as client:
+    with httpx.Client(base_url=service.url, headers=headers, timeout=30.0) as client:
         body = client.get("/state").json()
         predicted = client.post("/predict", json={"events": [{"features": {"amount": 50.0}}]})
     summary = "; ".join(f"{k}: {v}" for k, v in calls.items())
@@ -66,7 +74,13 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(
 
 
 def _walker(
-    operation: Any, mode: GenerationMode, url: str, seen: dict, failures: list[str], label: str
+    operation: Any,
+    mode: GenerationMode,
+    url: str,
+    headers: dict[str, str],
+    seen: dict,
+    failures: list[str],
+    label: str,
 ) -> Callable[[], None]:
     """A Hypothesis test over one operation in one mode; failures are collected, not raised."""
 
@@ -80,7 +94,10 @@ def _walker(
         suppress_health_check=list(HealthCheck),
     )
     def walk(case: schemathesis.Case) -> None:
-        response = case.call(base_url=url, timeout=30)
+        send = headers
+        if case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER):
+            send = {}  # the case leaves out or mangles the key on purpose: keep it that way
+        response = case.call(base_url=url, timeout=30, headers=send)
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
         # positive_data_acceptance is left out: the schema cannot say which labels are
         # configured or which prediction ids exist, so valid-looking data may rightly 422.

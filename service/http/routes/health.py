@@ -6,17 +6,17 @@ from fastapi import APIRouter, Request
 
 from service.errors import NotReady
 from service.http.responses import ORJSONResponse
-from service.http.schemas import ErrorResponse
+from service.http.schemas import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Liveness")
+@router.get("/healthz", response_model=HealthResponse, summary="Liveness")
 async def healthz() -> ORJSONResponse:
     return ORJSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness", responses={503: {"model": ErrorResponse}})
+@router.get("/readyz", response_model=ReadyResponse, summary="Readiness")
 async def readyz(request: Request) -> ORJSONResponse:
     rt = request.app.state.runtime
     if rt is None:

@@ -8,12 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from service.errors import PayloadTooLarge, RateLimited, ServiceError
-from service.http.deps import API_KEY_PARAMETER, check_key, read_body, runtime_of
+from service.http.deps import check_key, read_body, runtime_of
 from service.http.rate_limit import enforce
 from service.http.responses import ORJSONResponse
 from service.http.schemas import (
     EXAMPLE_TRANSACTION,
-    ErrorResponse,
     LearnResponse,
     load_json,
     query_flag,
@@ -62,7 +61,6 @@ _BODY = {
             "schema": {"type": "boolean", "default": False},
             "description": "answer only once the learner has applied the events",
         },
-        API_KEY_PARAMETER,
     ],
     "requestBody": {
         "required": True,
@@ -90,13 +88,7 @@ _BODY = {
     response_model=LearnResponse,
     responses={
         200: {"model": LearnResponse, "description": "with wait=true: applied"},
-        401: {"model": ErrorResponse},
-        413: {"model": ErrorResponse},
-        422: {"model": ErrorResponse},
-        429: {"model": ErrorResponse},
-        503: {"model": ErrorResponse},
-        504: {"model": ErrorResponse},
-    },
+    },  # the error answers: service.http.openapi
     summary="Learn from labeled events",
 )
 async def learn(request: Request) -> ORJSONResponse:

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 
 from service.errors import BadRequest
 from service.http.deps import ApiKey, ReadKey, Rt, read_body
 from service.http.responses import ORJSONResponse
-from service.http.schemas import ErrorResponse, parse_json
+from service.http.schemas import ModelsResponse, OperationResponse, parse_json
 
 router = APIRouter(tags=["models"])
 
-_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-}
 
-
-@router.get("/models", dependencies=[ReadKey], summary="Champion, shadow challengers, versions")
+@router.get(
+    "/models",
+    dependencies=[ReadKey],
+    response_model=ModelsResponse,
+    summary="Champion, shadow challengers, versions",
+)
 async def models(rt: Rt) -> ORJSONResponse:
     body = {
         **rt.control.describe(),
@@ -51,7 +47,7 @@ _ROLLBACK_BODY = {
 @router.post(
     "/models/rollback",
     dependencies=[ApiKey],
-    responses=_WRITE_ERRORS,
+    response_model=OperationResponse,
     openapi_extra=_ROLLBACK_BODY,
     summary="Serve and learn from an earlier kept version",
 )
@@ -67,7 +63,7 @@ async def rollback_route(request: Request, rt: Rt) -> ORJSONResponse:
 @router.post(
     "/models/{name}/promote",
     dependencies=[ApiKey],
-    responses=_WRITE_ERRORS,
+    response_model=OperationResponse,
     summary="Make a shadow challenger the champion that /predict serves",
 )
 async def promote_route(name: str, rt: Rt) -> ORJSONResponse:

@@ -10,11 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 
-from service.http.deps import API_KEY_PARAMETER, check_key, read_body, runtime_of
+from service.http.deps import check_key, read_body, runtime_of
 from service.http.responses import ORJSONResponse
 from service.http.schemas import (
     EXAMPLE_TRANSACTION,
-    ErrorResponse,
     Prediction,
     PredictResponse,
     load_json,
@@ -29,7 +28,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["predict"])
 
 _BODY = {
-    "parameters": [API_KEY_PARAMETER],
     "requestBody": {
         "required": True,
         "content": {
@@ -57,11 +55,6 @@ _BODY = {
         },
     },
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-    503: {"model": ErrorResponse},
-}
 
 
 # No FastAPI dependencies on these two routes (see service.http.deps.runtime_of): they are the
@@ -69,7 +62,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/predict",
     response_model=Prediction,
-    responses=_ERRORS,
     openapi_extra={
         "parameters": [
             {
@@ -82,7 +74,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
                 "schema": {"type": "object"},
                 "example": {"amount": 912.4, "mcc": "5732", "country": "NL", "ip_risk": 0.83},
             },
-            API_KEY_PARAMETER,
         ]
     },
     summary="Predict one event given as query parameters",
@@ -102,7 +93,6 @@ async def predict_one(request: Request) -> ORJSONResponse:
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=_ERRORS,
     openapi_extra=_BODY,
     summary="Predict a batch of events",
 )

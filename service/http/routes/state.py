@@ -9,12 +9,16 @@ from redis.exceptions import RedisError
 
 from service.http.deps import ReadKey, Rt
 from service.http.responses import ORJSONResponse
+from service.http.schemas import StateResponse
 
 router = APIRouter(tags=["monitoring"])
 
 
 @router.get(
-    "/state", dependencies=[ReadKey], summary="Class frequencies, factors, counts and model version"
+    "/state",
+    dependencies=[ReadKey],
+    response_model=StateResponse,
+    summary="Class frequencies, factors, counts and model version",
 )
 async def state(rt: Rt) -> ORJSONResponse:
     rt.served.require_trainer()

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from service.http.deps import ReadKey, Rt
 from service.http.responses import ORJSONResponse
-from service.http.schemas import ErrorResponse
+from service.http.schemas import HistoryResponse
 
 router = APIRouter(tags=["monitoring"])
 
@@ -30,7 +30,7 @@ async def status_page() -> HTMLResponse:
 @router.get(
     "/state/history",
     dependencies=[ReadKey],
-    responses={422: {"model": ErrorResponse}},
+    response_model=HistoryResponse,
     summary="Recent samples of the served model",
 )
 async def history(
