@@ -214,7 +214,8 @@ def _error_from(response: httpx.Response, attempts: int = 1) -> APIError:
 class LearnResult:
     """What `learn` (or `label`) achieved.
 
-    accepted: events newly stored. duplicates: events whose id the service had already seen.
+    accepted: events newly stored. duplicates: events whose id the service had already seen
+        (after a retry, that includes what an earlier try of the same request had stored).
     ids: the id of every event sent, in order (given, or assigned by the client).
     model_version: with wait=True, the model version that applied the last batch.
     retries: requests sent again after an error.
@@ -335,7 +336,7 @@ def _learn_plan(events: Iterable[Mapping[str, Any]], batch_size: int, wait: bool
     tally = _Tally()
     for chunk in _chunks(events, batch_size):
         batch = assign_ids(chunk)  # before the first try: every retry resends the same ids
-        tally.ids.extend(event["id"] for event in batch)
+        tally.ids.extend(str(event["id"]) for event in batch)
         yield from _learn_batch(batch, wait, tally)
     return tally.result()
 

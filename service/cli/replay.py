@@ -164,7 +164,7 @@ def _api_key(args: argparse.Namespace) -> str | None:
 
 def run_replay(args: argparse.Namespace) -> int:
     """Exit code: 0 when events were added (or the file had none), 3 when every event was
-    already stored (a rerun of the same file), 1 on an error."""
+    already stored (a rerun of the same file), 1 on an error, 2 on a bad argument."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -178,13 +178,17 @@ def run_replay(args: argparse.Namespace) -> int:
         TextColumn("{task.fields[events]} events"),
     )
     console = Console()
-    client = Client(
-        args.url,
-        api_key=_api_key(args),
-        timeout=args.timeout,
-        retries=args.retries,
-        batch_size=args.batch_size,
-    )
+    try:
+        client = Client(
+            args.url,
+            api_key=_api_key(args),
+            timeout=args.timeout,
+            retries=args.retries,
+            batch_size=args.batch_size,
+        )
+    except ValueError as exc:  # a bad --retries, --timeout or --batch-size, named
+        print(f"streambalance replay: {exc}", file=sys.stderr)
+        return 2
     replay: _Replay | None = None
     try:
         with (
@@ -208,7 +212,7 @@ def run_replay(args: argparse.Namespace) -> int:
             if batch:
                 replay.flush(batch)
             progress.update(task, completed=path.stat().st_size, events=replay.totals["sent"])
-    except ClientError as exc:
+    except (ClientError, ValueError) as exc:  # ValueError: a line of the file is not an event
         sent = replay.totals["sent"] if replay is not None else 0
         print(
             f"streambalance replay: {exc} ({sent} events sent before it; a rerun of the same "

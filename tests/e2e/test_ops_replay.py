@@ -220,3 +220,15 @@ def test_the_api_key_comes_from_the_environment_not_the_command_line(
     assert main([*args, "--api-key", "replay-key-0123456"]) == 3  # still works, deprecated
     err = capsys.readouterr().err
     assert "--api-key is deprecated" in err and "STREAMBALANCE_API_KEY" in err
+
+
+def test_a_bad_line_or_argument_is_a_message_and_an_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"features": {"a": 1}, "label": 0}\nnot json\n')
+    unreachable = "http://127.0.0.1:9"  # never contacted: the file fails first
+    assert main(["replay", str(path), "--url", unreachable, "--quiet"]) == 1
+    assert f"{path}:2: not a JSON object" in capsys.readouterr().err
+    assert main(["replay", str(path), "--url", unreachable, "--batch-size", "0"]) == 2
+    assert "batch_size must be >= 1, got 0" in capsys.readouterr().err
