@@ -408,7 +408,10 @@ REALISTIC = tuple(name for name, spec in SPECS.items() if spec.realistic)
 
 def available(name: str) -> bool:
     """Whether stream ``name`` can be built here (a data set may be missing)."""
-    return name != "creditcard" or creditcard_path() is not None
+    if name != "creditcard":
+        return True
+    path = creditcard_path()
+    return path is not None and path.is_file()
 
 
 def default_cache_dir() -> Path:
