@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     trees = [t.resolve() for t in args.trees]
     for tree in trees:
-        if not (tree / "service" / "app.py").is_file():
-            parser.error(f"{tree}: not a streambalance source tree (no service/app.py)")
+        if tp.app_factory_of(tree) is None:
+            parser.error(f"{tree}: not a streambalance source tree (no service app)")
     loads = args.loads or ["predict_get", "learn_single", "predict_post"]
     events = tp.make_events(20_000)
     runs: dict[tuple[str, Path], list[float]] = {}

@@ -225,8 +225,8 @@ def write_report(
         (
             f"Command: `{command}` — wall time {wall / 60:.1f} min on this machine."
             if wall
-            else f"Rebuilt from `{results.name}` by `{command}` (see the README for the run "
-            "that produced it)."
+            else f"Rebuilt from `{results.name}` by `{command}` (docs/benchmarks/README.md "
+            "describes the run that produced it)."
         ),
         "",
         "Prequential (test-then-train) evaluation; mean ± std over seeds. Binary streams score "

@@ -1,7 +1,7 @@
 """The ceiling of the stack: a bare FastAPI app that validates events and answers.
 
 Same routes, the same request parsing (orjson) and the same pydantic event models as the
-service (`service.schemas`), but no Redis, no featurization, no model: whatever the service
+service (`service.http.schemas`), but no Redis, no featurization, no model: whatever the service
 spends beyond this app is the cost of its own work. Run it the way the benchmark does:
 
     uvicorn bench.reference_app:app --loop uvloop --http httptools --workers 1
@@ -17,9 +17,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from service.errors import install_error_handlers
-from service.schemas import (
-    ORJSONResponse,
+from service.http.error_handlers import install_error_handlers
+from service.http.responses import ORJSONResponse
+from service.http.schemas import (
     ValidationContext,
     check_features,
     load_json,

@@ -5,7 +5,7 @@ One command, `python -m bench.throughput` (`--quick` for a short run), does in o
 * river in-process (StandardScaler | LogisticRegression, predict_proba_one then learn_one)
   and the models/ learner step alone (StreamTrainer.process on micro-batches of 256) on the
   same synthetic events;
-* the service (`service.app:create_app`, embedded Redis) and the reference app
+* the service (`service.http.app:create_app`, embedded Redis) and the reference app
   (`bench.reference_app`, validate and answer only) as separate uvicorn processes
   (1 worker, uvloop + httptools), driven by the same closed-loop load on loopback
   (wrk when installed, else the asyncio client in bench.loadgen), scenario by scenario,
@@ -282,16 +282,29 @@ class Server:
             log_file.close()
 
 
+def app_factory_of(tree: Path) -> str | None:
+    """The service's ASGI app factory in source tree `tree` (trees from before the service/http
+    package have it in service/app.py); None if `tree` is no streambalance source tree."""
+    for path, factory in (
+        ("service/http/app.py", "service.http.app:create_app"),
+        ("service/app.py", "service.app:create_app"),
+    ):
+        if (tree / path).is_file():
+            return factory
+    return None
+
+
 def service_server(data_dir: Path, tree: Path = ROOT) -> Server:
+    factory = app_factory_of(tree)
+    if factory is None:
+        raise ValueError(f"{tree}: not a streambalance source tree (no service app)")
     env = {
         "STREAMBALANCE_CLASSES": '["legit","fraud"]',
         "STREAMBALANCE_DATA_DIR": str(data_dir),
         "STREAMBALANCE_LOG_LEVEL": "warning",
     }
     env.update({k: v for k, v in os.environ.items() if k.startswith("SB_BENCH_ENV_")})
-    return Server(
-        "service", "service.app:create_app", factory=True, env=env, learns=True, cwd=tree
-    )
+    return Server("service", factory, factory=True, env=env, learns=True, cwd=tree)
 
 
 def reference_server() -> Server:

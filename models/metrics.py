@@ -142,7 +142,12 @@ class PrequentialMetrics:
         """Events ever passed to :meth:`update`."""
         return self._events_seen
 
-    def update(self, y_true: Sequence[int], probs: np.ndarray, y_pred: Sequence[int]) -> None:
+    def update(
+        self,
+        y_true: Sequence[int] | np.ndarray,
+        probs: np.ndarray,
+        y_pred: Sequence[int] | np.ndarray,
+    ) -> None:
         """Add a batch: true labels, the probabilities predicted before learning, decided labels."""
         k = len(self.classes)
         y = np.asarray(y_true)

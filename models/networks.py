@@ -128,7 +128,8 @@ def _regenerate_init(module: nn.Module, incompatible: object) -> None:
     seed = int(module.init_seed)
     if seed != module._embed_init_seed:
         rows, cols = module.embed_init.shape
-        module.embed_init = _random_rows(seed, rows, cols)
+        with torch.no_grad():  # in place: exported views (models.kernels) stay live
+            module.embed_init.copy_(_random_rows(seed, rows, cols))
         module._embed_init_seed = seed
 
 

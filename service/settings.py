@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(default=1000, ge=1, le=100_000)
     prediction_ttl_s: int = Field(default=604_800, ge=0)  # late labels: 7 days; 0 keeps none
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
-    # abuse guards (service/ratelimit.py)
+    # abuse guards (service/ingest/rate_limit.py)
     rate_limit_per_s: float | None = Field(default=None, gt=0.0)
     rate_limit_burst: int = Field(default=1000, ge=1)
     rate_limit_header: str | None = None
@@ -156,7 +156,8 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     torch_threads: int = Field(default=1, ge=1, le=256)
-    # operations (service/shadows.py, service/versions.py, service/status.py)
+    # operations (service/serving/shadows.py, service/operations/model_control.py,
+    # service/serving/history.py)
     shadows: Annotated[list[str], NoDecode] = []
     keep_versions: int = Field(default=5, ge=1, le=1000)
     history_interval_s: float = Field(default=2.0, gt=0.0, le=3600.0)

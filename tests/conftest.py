@@ -19,7 +19,7 @@ import redis
 import redis.asyncio as aioredis
 import torch
 
-from service.embedded import EmbeddedRedis
+from service.storage.embedded_server import EmbeddedRedis
 
 # The test machines have 2 shared cores: intra-op threads only add contention to the small
 # steps the tests take (measured about 20x slower with two threads under load).

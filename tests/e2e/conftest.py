@@ -18,7 +18,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import Settings
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from service.embedded import EmbeddedRedis
 from service.settings import Settings
+from service.storage.embedded_server import EmbeddedRedis
 from tests.e2e.conftest import fraud_stream, learn_all, running
 
 
@@ -41,9 +41,9 @@ async def test_get_predict_reads_query_parameters_and_late_label_learns_them(
         prediction = response.json()
         assert set(prediction) == {"label", "probabilities", "prediction_id", "model_version"}
         assert prediction["label"] in ("legit", "fraud")
-        stored = await app.state.runtime.store.take_prediction(prediction["prediction_id"])
+        stored = await app.state.runtime.storage.predictions.take(prediction["prediction_id"])
         assert stored == {"amount": 812.5, "mcc": 5732, "ip_risk": 0.9, "hour": 3, "zip": "0042"}
-        await app.state.runtime.store.save_prediction(prediction["prediction_id"], stored, 60)
+        await app.state.runtime.storage.predictions.save(prediction["prediction_id"], stored, 60)
 
         before = (await client.get("/state")).json()["counts"]
         late = {"prediction_id": prediction["prediction_id"], "label": "fraud"}
@@ -131,7 +131,7 @@ async def test_batch_predict_costs_one_redis_command_and_gives_distinct_ids(
             assert response.status_code == 200
             ids += [p["prediction_id"] for p in response.json()["predictions"]]
         after = await calls()
-        stored = await app.state.runtime.store.take_prediction_served(ids[-1])
+        stored = await app.state.runtime.storage.predictions.take_with_served(ids[-1])
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     assert delta["cmdstat_evalsha"] == 4
     assert delta["cmdstat_set"] == 4 * 2 * 50  # features + served, inside the scripts

@@ -142,7 +142,7 @@ async def test_bad_requests_are_rejected_and_never_learned(settings: Settings) -
         state = (await client.get("/state")).json()
         assert state["events_learned"] == 0
         assert state["stream_lag"] == 0
-        assert await app.state.runtime.redis.xlen(app.state.runtime.store.keys.events) == 0
+        assert await app.state.runtime.redis.xlen(app.state.runtime.storage.keys.events) == 0
 
         # The same route still learns a good event afterwards.
         response = await client.post("/learn?wait=true", json=GOOD)

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.cli import iter_events
+from service.cli.event_files import iter_events
 from service.settings import Settings
 from tests.e2e.conftest import fraud_stream, running
 

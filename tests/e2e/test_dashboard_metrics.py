@@ -16,7 +16,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import Settings
 from tests.integration.test_deploy_files import dashboard_exprs, promql_metric_names
 

@@ -26,7 +26,7 @@ async def test_events_trickling_in_during_the_linger_share_one_step(
             assert (await client.post("/learn", json=event)).status_code == 202
         last = await client.post("/learn?wait=true", json=events[6])
         assert last.status_code == 200
-        assert rt.trainer.events_learned == 7
+        assert rt.served.trainer.events_learned == 7
         # One step for the six that trickled in (the model version counts steps).
         assert last.json()["model_version"] == version + 1
         # An idle learner is blocked in its read, not lingering: the first event went at once.

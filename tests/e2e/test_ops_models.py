@@ -48,7 +48,7 @@ async def _checkpointed(client: httpx.AsyncClient, events_learned: int) -> dict[
 async def test_shadows_learn_side_by_side_and_promotion_swaps_what_is_served(
     make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="service.versions")
+    caplog.set_level(logging.INFO, logger="service.operations.model_control")
     settings = make_settings(  # a champion and two challengers, whatever the default is
         strategy="rescaled", shadows="weighted,logit_adjusted", api_key=KEY,
         checkpoint_every_steps=1,

@@ -82,18 +82,18 @@ async def test_learning_goes_on_during_a_checkpoint_and_every_entry_is_acked_onc
     one is in flight, those entries go into a later checkpoint, and a restart finds nothing
     to replay and nothing missing."""
 
-    from service import versions
+    from service.operations.model_control import VersionArchive
 
     slow_archive_calls: list[int] = []
-    real_archive = versions.archive
+    real_archive = VersionArchive.save
 
-    async def slow_archive(rt, version, data, meta):  # type: ignore[no-untyped-def]
-        slow_archive_calls.append(rt.model_version)
+    async def slow_archive(self, version, data, meta):  # type: ignore[no-untyped-def]
+        slow_archive_calls.append(self.served.model_version)
         await asyncio.sleep(0.3)  # hold the checkpoint's I/O in flight
-        slow_archive_calls.append(rt.model_version)
-        await real_archive(rt, version, data, meta)
+        slow_archive_calls.append(self.served.model_version)
+        await real_archive(self, version, data, meta)
 
-    monkeypatch.setattr(versions, "archive", slow_archive)
+    monkeypatch.setattr(VersionArchive, "save", slow_archive)
     events = fraud_stream(2400, fraud_rate=0.05, seed=9)
     settings = make_settings(checkpoint_every_steps=2, batch_max_size=50)
     async with running(settings) as (app, client):
@@ -120,9 +120,9 @@ async def test_a_failed_background_checkpoint_is_retried_and_loses_nothing(
 ) -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from service.store import Store
+    from service.storage.checkpoint_store import CheckpointStore
 
-    real_save = Store.save_checkpoint
+    real_save = CheckpointStore.save
     failures: list[int] = []
 
     async def flaky_save(self, data, meta, ack_ids, **kw):  # type: ignore[no-untyped-def]
@@ -131,14 +131,14 @@ async def test_a_failed_background_checkpoint_is_retried_and_loses_nothing(
             raise RedisConnectionError("injected: connection lost during a checkpoint")
         return await real_save(self, data, meta, ack_ids, **kw)
 
-    monkeypatch.setattr(Store, "save_checkpoint", flaky_save)
+    monkeypatch.setattr(CheckpointStore, "save", flaky_save)
     events = fraud_stream(600, fraud_rate=0.05, seed=10)
     settings = make_settings(checkpoint_every_steps=2, batch_max_size=50)
     async with running(settings) as (app, client):
         await learn_all(client, events, batch=50)
         rt = app.state.runtime
         for _ in range(100):  # the retry comes after a short back-off
-            if rt.checkpoint_version >= 1:
+            if rt.served.checkpoint_version >= 1:
                 break
             await asyncio.sleep(0.05)
         errors = rt.metrics.registry.get_sample_value(
@@ -146,7 +146,7 @@ async def test_a_failed_background_checkpoint_is_retried_and_loses_nothing(
         )
         assert failures and failures[0] > 0
         assert errors is not None and errors >= 1
-        assert rt.checkpoint_version >= 1  # a later checkpoint went through
+        assert rt.served.checkpoint_version >= 1  # a later checkpoint went through
     async with running(settings) as (_, client):
         state = (await client.get("/state")).json()
         assert state["events_learned"] == len(events) and state["stream_lag"] == 0

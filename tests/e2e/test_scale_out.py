@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from service.app import open_runtime
-from service.metrics import ServiceMetrics
+from service.lifecycle import open_runtime
+from service.observability.prometheus import ServiceMetrics
 from service.settings import Settings
 from tests.e2e.conftest import fraud_stream, running
 
@@ -30,7 +30,7 @@ async def test_api_replicas_follow_the_worker(
                 )
                 assert response.status_code == 200, response.text
             version = response.json()["model_version"]
-            assert version == learner.model_version and version >= 3
+            assert version == learner.served.model_version and version >= 3
 
             # Replica b never saw a /learn, yet serves the same model once it reloads.
             for _ in range(100):
@@ -42,7 +42,7 @@ async def test_api_replicas_follow_the_worker(
             assert state["role"] == "api"
             a = (await replica_a.post("/predict", json=probe)).json()["predictions"]
             b = (await replica_b.post("/predict", json=probe)).json()["predictions"]
-            direct_probs, _ = learner.require_trainer().predict(
+            direct_probs, _ = learner.served.require_trainer().predict(
                 [e["features"] for e in probe["events"]]
             )
         assert [p["probabilities"] for p in a] == [p["probabilities"] for p in b]
@@ -71,7 +71,7 @@ async def test_one_learner_leads_and_a_standby_takes_over(
                     "/learn?wait=true", json={"events": events[start : start + 200]}
                 )
                 assert response.status_code == 200, response.text
-            assert b.require_trainer().events_learned == 600
+            assert b.served.require_trainer().events_learned == 600
             await b.learner.finish()  # b shuts down gracefully: final checkpoint, lease released
             b.learner.stop()
             for _ in range(100):  # a takes over within a lease tick
@@ -82,6 +82,6 @@ async def test_one_learner_leads_and_a_standby_takes_over(
             response = await client.post("/learn?wait=true", json={"events": events[600:]})
             assert response.status_code == 200, response.text
             # a continued from b's checkpoint: every event learned exactly once.
-            assert a.require_trainer().events_learned == len(events)
+            assert a.served.require_trainer().events_learned == len(events)
             frauds = sum(e["label"] == "fraud" for e in events)
-            assert a.require_trainer().counts == [len(events) - frauds, frauds]
+            assert a.served.require_trainer().counts == [len(events) - frauds, frauds]

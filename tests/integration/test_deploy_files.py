@@ -26,8 +26,8 @@ PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "streambalance.json"
 
-# The metric contract (plan "Metric names"; service/metrics.py) by Prometheus type, plus
-# the per-route HTTP metrics (service.metrics.HttpMetrics).
+# The metric contract (plan "Metric names"; service/observability/prometheus.py) by Prometheus
+# type, plus the per-route HTTP metrics (service.observability.prometheus.HttpMetrics).
 COUNTERS = {
     "streambalance_events_learned_total",
     "streambalance_events_rejected_total",

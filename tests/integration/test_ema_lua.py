@@ -13,7 +13,7 @@ from models.frequency import (
     ema_update,
     estimates,
 )
-from service.store import Store
+from service.storage.model_storage import ModelStorage
 
 
 def _random_labels(rng: random.Random, k: int, n: int) -> list[int]:
@@ -67,19 +67,19 @@ async def test_lua_ema_equals_python_bit_for_bit(
     n = 3000
     labels = _random_labels(rng, k, n)
     times = _random_times(rng, n)
-    store = Store(redis_client, f"ema{seed}", k)
+    store = ModelStorage(redis_client, f"ema{seed}", k)
     reference = ClassFrequencyEstimator(k, half_life, floor, time_half_life)
     decay = decay_for_half_life(half_life)
     for start, stop in _batches(rng, n):
         batch_times = times[start:stop] if time_half_life is not None else None
         expected = reference.update(labels[start:stop], batch_times)
-        got, state = await store.update_frequencies(
+        got, state = await store.frequencies.update(
             labels[start:stop], batch_times, decay, time_half_life, floor
         )
         assert got == expected
         assert state == reference.state_dict()
     assert state["count"] == n
-    assert await store.ema_state() == reference.state_dict()
+    assert await store.frequencies.state() == reference.state_dict()
 
 
 async def test_timestamps_without_time_half_life_use_event_decay(
@@ -89,8 +89,8 @@ async def test_timestamps_without_time_half_life_use_event_decay(
     labels = _random_labels(rng, 3, 400)
     times = _random_times(rng, 400)
     decay = decay_for_half_life(20.0)
-    store = Store(redis_client, "untimed", 3)
-    got, state = await store.update_frequencies(labels, times, decay, None, 1e-4)
+    store = ModelStorage(redis_client, "untimed", 3)
+    got, state = await store.frequencies.update(labels, times, decay, None, 1e-4)
     m, norm = ema_update([0.0] * 3, 0.0, labels, decay)
     assert got == estimates(m, norm, 1e-4)
     assert state == {"m": m, "norm": norm, "count": 400, "last_time": None}
@@ -104,12 +104,12 @@ async def test_time_mode_without_timestamps_counts_each_event_once(
     times = _random_times(rng, 300)
     decay = decay_for_half_life(25.0)
     reference = ClassFrequencyEstimator(3, 25.0, 1e-4, 15.0)
-    store = Store(redis_client, "mixed", 3)
+    store = ModelStorage(redis_client, "mixed", 3)
     # timed, untimed, timed again: the gain stays 1 in time mode throughout
     for start, stop, timed in ((0, 100, True), (100, 200, False), (200, 300, True)):
         batch_times = times[start:stop] if timed else None
         expected = reference.update(labels[start:stop], batch_times)
-        got, state = await store.update_frequencies(
+        got, state = await store.frequencies.update(
             labels[start:stop], batch_times, decay, 15.0, 1e-4
         )
         assert got == expected
@@ -123,10 +123,10 @@ async def test_restored_state_continues_identically(redis_client: aioredis.Redis
     decay = decay_for_half_life(40.0)
     reference = ClassFrequencyEstimator(2, 40.0, 1e-4, 30.0)
     reference.update(labels[:300], times[:300])
-    store = Store(redis_client, "restored", 2)
-    await store.set_ema_state(reference.state_dict())
-    assert await store.ema_state() == reference.state_dict()
-    got, state = await store.update_frequencies(labels[300:], times[300:], decay, 30.0, 1e-4)
+    store = ModelStorage(redis_client, "restored", 2)
+    await store.frequencies.set_state(reference.state_dict())
+    assert await store.frequencies.state() == reference.state_dict()
+    got, state = await store.frequencies.update(labels[300:], times[300:], decay, 30.0, 1e-4)
     assert got == reference.update(labels[300:], times[300:])
     assert state == reference.state_dict()
 
@@ -134,11 +134,11 @@ async def test_restored_state_continues_identically(redis_client: aioredis.Redis
 async def test_empty_state_gives_uniform_and_bad_labels_are_rejected(
     redis_client: aioredis.Redis,
 ) -> None:
-    store = Store(redis_client, "empty", 4)
-    got, state = await store.update_frequencies([], None, 0.5, None, 1e-4)
+    store = ModelStorage(redis_client, "empty", 4)
+    got, state = await store.frequencies.update([], None, 0.5, None, 1e-4)
     assert got == [0.25] * 4
     assert state == {"m": [0.0] * 4, "norm": 0.0, "count": 0, "last_time": None}
     with pytest.raises(ValueError, match="label 4 out of range"):
-        await store.update_frequencies([0, 4], None, 0.5, None, 1e-4)
+        await store.frequencies.update([0, 4], None, 0.5, None, 1e-4)
     with pytest.raises(ValueError, match="timestamps has 1 entries for 2 labels"):
-        await store.update_frequencies([0, 1], [1.0], 0.5, 10.0, 1e-4)
+        await store.frequencies.update([0, 1], [1.0], 0.5, 10.0, 1e-4)

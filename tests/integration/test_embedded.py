@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.embedded import EmbeddedRedis, EmbeddedRedisError
+from service.storage.embedded_server import EmbeddedRedis, EmbeddedRedisError
 
 
 def _alive(pid: int) -> bool:
@@ -105,7 +105,7 @@ def test_a_failed_start_reports_the_server_log(tmp_path: Path) -> None:
 _CHILD = textwrap.dedent(
     """
     import sys, time
-    from service.embedded import EmbeddedRedis
+    from service.storage.embedded_server import EmbeddedRedis
     server = EmbeddedRedis(data_dir=sys.argv[2] if sys.argv[2:] else None)
     server.start()
     print(server.pid, flush=True)

@@ -10,13 +10,14 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from service.store import GroupCommit, Store
+from service.storage.group_commit import GroupCommit
+from service.storage.model_storage import ModelStorage
 
 
 @pytest.fixture
-async def store(redis_client: aioredis.Redis) -> Store:
-    store = Store(redis_client, "fraud", 2, idempotency_ttl_s=60)
-    await store.ensure_group()
+async def store(redis_client: aioredis.Redis) -> ModelStorage:
+    store = ModelStorage(redis_client, "fraud", 2, idempotency_ttl_s=60)
+    await store.stream.ensure_group()
     return store
 
 
@@ -40,13 +41,13 @@ def _event(i: int, label: int = 0, with_id: bool = True) -> dict:
 
 
 async def test_concurrent_appends_share_round_trips_and_keep_their_own_results(
-    store: Store, redis_client: aioredis.Redis
+    store: ModelStorage, redis_client: aioredis.Redis
 ) -> None:
-    group = store._group = _CountingGroup(redis_client)
+    group = store.scripts.group = _CountingGroup(redis_client)
     # 20 concurrent requests: ids 0..9 twice (the second of each pair is a duplicate,
     # whichever runs second), plus one request with an id-less event.
     requests = [[_event(i % 10)] for i in range(20)] + [[_event(99, 1, with_id=False)]]
-    results = await asyncio.gather(*(store.append(r) for r in requests))
+    results = await asyncio.gather(*(store.stream.append(r) for r in requests))
     assert len(group.sizes) < len(requests)  # batched: fewer round trips than requests
     assert sum(group.sizes) == len(requests)  # every request sent once
     assert sum(r.accepted for r in results) == 11
@@ -65,11 +66,13 @@ async def test_concurrent_appends_share_round_trips_and_keep_their_own_results(
 
 
 async def test_append_loads_the_script_when_the_server_lost_it(
-    store: Store, redis_client: aioredis.Redis
+    store: ModelStorage, redis_client: aioredis.Redis
 ) -> None:
-    await store.append([_event(1)])
+    await store.stream.append([_event(1)])
     await redis_client.script_flush()
-    results = await asyncio.gather(store.append([_event(2)]), store.append([_event(3)]))
+    results = await asyncio.gather(
+        store.stream.append([_event(2)]), store.stream.append([_event(3)])
+    )
     assert [r.accepted for r in results] == [1, 1]
     assert await redis_client.xlen(store.keys.events) == 3
 
@@ -91,17 +94,17 @@ async def test_one_callers_error_does_not_fail_the_others(redis_client: aioredis
 
 
 async def test_concurrent_prediction_saves_are_one_round_trip(
-    store: Store, redis_client: aioredis.Redis
+    store: ModelStorage, redis_client: aioredis.Redis
 ) -> None:
-    group = store._group = _CountingGroup(redis_client)
+    group = store.scripts.group = _CountingGroup(redis_client)
     await asyncio.gather(
-        *(store.save_predictions([(f"p{i}", {"amount": i})], ttl_s=30) for i in range(8))
+        *(store.predictions.save_many([(f"p{i}", {"amount": i})], ttl_s=30) for i in range(8))
     )
     assert group.sizes == [8]
     assert 0 < await redis_client.ttl(store.keys.pred("p0")) <= 30
     for i in range(8):
-        assert await store.take_prediction(f"p{i}") == {"amount": i}
-        assert await store.take_prediction(f"p{i}") is None
+        assert await store.predictions.take(f"p{i}") == {"amount": i}
+        assert await store.predictions.take(f"p{i}") is None
 
 
 async def test_a_cancelled_caller_does_not_stop_the_others(redis_client: aioredis.Redis) -> None:
@@ -117,18 +120,21 @@ async def test_a_cancelled_caller_does_not_stop_the_others(redis_client: aioredi
 
 
 async def test_a_batch_of_predictions_is_one_command_even_after_a_script_flush(
-    store: Store, redis_client: aioredis.Redis
+    store: ModelStorage, redis_client: aioredis.Redis
 ) -> None:
     """100 predictions with what was served: one script call, not 200 SETs (redis-py's
     per-command cost dominated POST /predict); a server that lost its scripts still works."""
-    group = store._group = _CountingGroup(redis_client)
+    group = store.scripts.group = _CountingGroup(redis_client)
     items = [(f"q{i}", {"amount": float(i)}) for i in range(100)]
     served = [{"label": 0, "t": 1.0, "i": i} for i in range(100)]
-    await store.save_predictions(items, ttl_s=30, served=served)
+    await store.predictions.save_many(items, ttl_s=30, served=served)
     assert group.sizes == [1]
     await redis_client.script_flush()
-    await store.save_predictions([("late", {"amount": -1.0})], ttl_s=30, served=[{"i": -1}])
+    await store.predictions.save_many([("late", {"amount": -1.0})], ttl_s=30, served=[{"i": -1}])
     for i in (0, 99):
-        assert 0 < await redis_client.ttl(store.served_key(f"q{i}")) <= 30
-        assert await store.take_prediction_served(f"q{i}") == ({"amount": float(i)}, served[i])
-    assert await store.take_prediction_served("late") == ({"amount": -1.0}, {"i": -1})
+        assert 0 < await redis_client.ttl(store.keys.served(f"q{i}")) <= 30
+        assert await store.predictions.take_with_served(f"q{i}") == (
+            {"amount": float(i)},
+            served[i],
+        )
+    assert await store.predictions.take_with_served("late") == ({"amount": -1.0}, {"i": -1})

@@ -1,5 +1,5 @@
-"""service.resp: the service's client packs commands with hiredis; the server must see the
-same commands redis-py's own packer would send, and bad arguments fail the same way."""
+"""service.storage.client: the service's client packs commands with hiredis; the server must
+see the same commands redis-py's own packer would send, and bad arguments fail the same way."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from service import resp
-from service.store import Store
+from service.storage import client as resp
+from service.storage.model_storage import ModelStorage
 
 
 def test_hiredis_packing_writes_redis_py_bytes() -> None:
@@ -38,14 +38,14 @@ async def test_service_client_talks_to_the_real_server_through_hiredis(redis_url
         assert pool_class.pack_command is resp._HiredisPacking.pack_command
         assert await client.set("resp:k", "ünï") and await client.get("resp:k") == "ünï".encode()
         assert "maxmemory" in await client.config_get("maxmemory")
-        store = Store(client, "resp", 2, idempotency_ttl_s=60)
-        await store.ensure_group()
+        store = ModelStorage(client, "resp", 2, idempotency_ttl_s=60)
+        await store.stream.ensure_group()
         events = [{"features": {"x": float(i)}, "label": i % 2, "id": f"e{i}"} for i in range(500)]
-        result = await store.append(events)  # ~1,000 arguments in one EVALSHA
+        result = await store.stream.append(events)  # ~1,000 arguments in one EVALSHA
         assert (result.accepted, result.duplicates) == (500, 0)
-        again = await store.append(events[:10])
+        again = await store.stream.append(events[:10])
         assert (again.accepted, again.duplicates) == (0, 10)
-        (entry,) = await store.read_batch("c1", count=10, block_ms=0)
+        (entry,) = await store.stream.read_batch("c1", count=10, block_ms=0)
         assert entry[1] == events
     finally:
         await client.aclose()

@@ -3,7 +3,7 @@
 `Proc` runs `streambalance serve` (or `worker`) with a given environment, its output in a log
 file, and can SIGKILL or SIGTERM it. `service_factory` starts them and stops whatever is left
 after the test. Every test here prints its measured outcome in its assertion messages, and
-the README's reliability table is copied from those.
+the table in docs/reliability.md is copied from those.
 """
 
 from __future__ import annotations

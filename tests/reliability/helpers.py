@@ -12,8 +12,8 @@ import httpx
 import redis
 
 from models.frequency import decay_for_half_life, ema_update, estimates
-from service.keys import Keys
-from service.learner_loop import parse_entry_id
+from service.learner.entries import parse_entry_id
+from service.storage.keys import Keys
 
 CLASSES = ["legit", "fraud"]
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import redis
 
-from service.embedded import EmbeddedRedis
-from service.keys import GROUP, Keys
+from service.storage.embedded_server import EmbeddedRedis
+from service.storage.keys import GROUP, Keys
 from tests.reliability.conftest import Proc
 from tests.reliability.helpers import make_events, redis_ema, wait_learned
 

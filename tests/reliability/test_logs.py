@@ -12,9 +12,9 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from service.logs import (
+from service.http.middleware import RequestIdMiddleware
+from service.observability.logs import (
     JsonFormatter,
-    RequestIdMiddleware,
     configure_logging,
     log_event,
     redacted_settings,

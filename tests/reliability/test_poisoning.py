@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from models.trainer import StreamTrainer, TrainerConfig
-from service.ratelimit import RateLimiter
+from service.ingest.rate_limit import RateLimiter
 
 N_EVENTS = 8000
 FRAUD_RATE = 0.05

@@ -12,7 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 from starlette.requests import Request
 
-from service.ratelimit import RateLimited, RateLimiter, gcra, source_of
+from service.errors import RateLimited
+from service.http.rate_limit import source_of
+from service.ingest.rate_limit import RateLimiter, gcra
 from service.settings import Settings
 from tests.reliability.conftest import running
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import redis
 
-from service.embedded import EmbeddedRedis
 from service.settings import Settings
+from service.storage.embedded_server import EmbeddedRedis
 from tests.reliability.conftest import running
 from tests.reliability.helpers import make_events, redis_ema
 

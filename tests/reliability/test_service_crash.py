@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from service.embedded import EmbeddedRedis
+from service.storage.embedded_server import EmbeddedRedis
 from tests.reliability.conftest import Proc
 from tests.reliability.helpers import (
     ema_reference,

@@ -7,7 +7,7 @@ import orjson
 import pytest
 from pydantic_core import PydanticCustomError
 
-from service.schemas import ValidationContext, check_features, load_json, validate_learn
+from service.http.schemas import ValidationContext, check_features, load_json, validate_learn
 
 CASES = [
     {"amount": 1.5, "mcc": "5411", "x": None, "flag": True, "n": -7},

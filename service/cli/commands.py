@@ -1,0 +1,136 @@
+"""The `streambalance` command: `serve`, `worker` and `replay`.
+
+streambalance serve [--host H] [--port P]   the HTTP service (+ learner unless ROLE=api)
+streambalance worker                        the learner alone (needs REDIS_URL)
+streambalance replay FILE --url URL         stream labeled events from JSONL/CSV into a service
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from service.observability.logs import configure_logging, secrets_of
+from service.settings import Settings, SettingsError, get_settings
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("streambalance")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = get_settings()
+        if overrides:
+            settings = Settings(**{**settings.model_dump(), **overrides})
+    except SettingsError as exc:
+        print(f"streambalance: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, secrets=secrets_of(settings))
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.http.app import create_app
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = _settings(**overrides)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=None,  # keep our JSON handlers (uvicorn would install its own)
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings.redis_url is None:
+        print(
+            "streambalance: invalid setting REDIS_URL: a worker needs the shared Redis that "
+            "the API replicas append to",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(_run_worker(settings))
+    return 0
+
+
+async def _run_worker(settings: Settings) -> None:
+    from prometheus_client import start_http_server
+
+    from service.lifecycle import open_runtime
+    from service.observability.prometheus import ServiceMetrics
+
+    metrics = ServiceMetrics()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_runtime(settings, metrics, learn=True) as rt:
+        metrics.attach_model(rt.model_view)
+        if settings.worker_metrics_port:
+            start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+            log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)
+        log.info("learner running for model %r; Ctrl-C or SIGTERM stops it", settings.model_name)
+        await stop.wait()
+        log.info("stopping: draining the stream and writing a final checkpoint")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from service.cli.replay import run_replay
+
+    return run_replay(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streambalance",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service (learner included unless ROLE=api)")
+    serve.add_argument("--host", help="bind address (default STREAMBALANCE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default STREAMBALANCE_PORT or 8000)")
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="run the learner alone against REDIS_URL")
+    worker.set_defaults(func=cmd_worker)
+    replay = sub.add_parser("replay", help="stream a JSONL or CSV file of labeled events")
+    replay.add_argument("file", help="JSONL (one event per line) or .csv with a label column")
+    replay.add_argument("--url", required=True, help="service base URL, e.g. http://127.0.0.1:8000")
+    replay.add_argument("--batch-size", type=int, default=500)
+    replay.add_argument("--api-key", default=None, help="X-API-Key for /learn")
+    replay.add_argument("--retries", type=int, default=5, help="retries per batch on 5xx/network")
+    replay.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    replay.add_argument("--wait", action="store_true", help="each batch waits until learned")
+    replay.add_argument("--label-column", default="label")
+    replay.add_argument("--id-column", default="id")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.add_argument(
+        "--predict-first",
+        action="store_true",
+        help="predict each batch before learning it (implies --wait); print per-class metrics",
+    )
+    replay.add_argument(
+        "--no-auto-id",
+        action="store_true",
+        help="do not give id-less events the stable id <file name>:<line>",
+    )
+    replay.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

@@ -1,0 +1,28 @@
+"""GET /healthz (alive, no dependencies) and GET /readyz (Redis reachable and model loaded)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.errors import NotReady
+from service.http.responses import ORJSONResponse
+from service.http.schemas import ErrorResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> ORJSONResponse:
+    return ORJSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness", responses={503: {"model": ErrorResponse}})
+async def readyz(request: Request) -> ORJSONResponse:
+    rt = request.app.state.runtime
+    if rt is None:
+        raise NotReady("service: starting up")
+    if rt.served.trainer is None:
+        raise NotReady("model: not loaded yet")
+    if not await rt.storage.ping():
+        raise NotReady("redis: not reachable")
+    return ORJSONResponse({"status": "ready", "model_version": rt.served.model_version})

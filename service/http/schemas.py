@@ -1,0 +1,522 @@
+"""Request and response shapes of the HTTP contract, and their validation.
+
+Request bodies are parsed with orjson and validated with pydantic `TypeAdapter`s that get the
+per-app limits (class names, max features, max events) through the validation context. Every
+rejection names the field: ``events[3].features.amount: NaN is not allowed``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from service.errors import BadRequest
+
+__all__ = [
+    "EXAMPLE_TRANSACTION",
+    "LearnBatch",
+    "LearnEvent",
+    "PredictBatch",
+    "PredictEvent",
+    "ValidationContext",
+    "bad_request_from",
+    "check_features",
+    "format_errors",
+    "load_json",
+    "parse_scalar",
+    "parse_json",
+    "query_features",
+    "query_flag",
+    "validate_learn",
+    "validate_predict",
+]
+
+EXAMPLE_TRANSACTION: dict[str, Any] = {
+    "amount": 912.40,
+    "currency": "EUR",
+    "mcc": "5732",
+    "country": "NL",
+    "card_present": False,
+    "hour": 3,
+    "account_age_days": 12,
+    "tx_count_1h": 7,
+    "ip_risk": 0.83,
+}
+
+
+class ValidationContext:
+    """Per-app limits handed to the validators (built once per app)."""
+
+    def __init__(self, classes: list[str], max_features: int, max_events: int):
+        self.classes = list(classes)
+        self.class_index = {name: i for i, name in enumerate(classes)}
+        self.max_features = max_features
+        self.max_events = max_events
+
+
+def _strict_numbers(info: ValidationInfo) -> bool:
+    context = info.context
+    return bool(context and context.get("strict_numbers"))
+
+
+def _fail(reason: str, key: str | None = None) -> PydanticCustomError:
+    ctx = {"reason": reason} if key is None else {"reason": reason, "key": key}
+    return PydanticCustomError("invalid", "{reason}", ctx)
+
+
+def _ctx(info: ValidationInfo) -> ValidationContext:
+    context = info.context or {}
+    found = context.get("ctx")
+    if found is None:
+        raise RuntimeError(
+            "validation needs a ValidationContext (validate_learn / validate_predict)"
+        )
+    return found
+
+
+def check_features(
+    features: Mapping[str, Any], max_features: int, strict_numbers: bool = False
+) -> None:
+    """Flat JSON object of numbers, strings, booleans and nulls; raise naming the first bad key.
+
+    ``strict_numbers``: the numbers come from orjson, which parses no NaN or infinity and no
+    integer beyond 64 bits; then a flat object of plain scalars is accepted in one C-level
+    pass over the value types, and anything else gets the full check (and its message).
+
+    >>> check_features({"amount": 1.5, "mcc": "5411", "x": None}, 10)
+    >>> check_features({"amount": float("nan")}, 10)
+    Traceback (most recent call last):
+    pydantic_core._pydantic_core.PydanticCustomError: NaN is not allowed
+    >>> check_features({"amount": [1]}, 10, strict_numbers=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    pydantic_core._pydantic_core.PydanticCustomError: nested objects and arrays are not allowed...
+    """
+    if len(features) > max_features:
+        raise _fail(f"{len(features)} features, at most {max_features} allowed")
+    if strict_numbers and _JSON_SCALARS.issuperset(map(type, features.values())):
+        if "" in features:
+            raise _fail("empty feature name", "")
+        return
+    for key, value in features.items():
+        kind = value.__class__
+        if kind is str or kind is bool or value is None:
+            continue
+        if kind is int:
+            if not -1e300 < value < 1e300:  # arbitrary-size JSON ints must fit a float
+                raise _fail("number too large", key)
+            continue
+        if kind is float:
+            if value != value:
+                raise _fail("NaN is not allowed", key)
+            if value in (math.inf, -math.inf):
+                raise _fail("infinity is not allowed", key)
+            continue
+        if isinstance(value, (dict, list, tuple)):
+            raise _fail("nested objects and arrays are not allowed; flatten them", key)
+        raise _fail(f"unsupported value type {kind.__name__}", key)
+    if "" in features:
+        raise _fail("empty feature name", "")
+
+
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+FeatureMap = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": "flat object: numbers are numeric features, strings categorical; "
+            "booleans are 0/1; null means missing. No NaN, infinity or nesting.",
+            "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
+            "example": EXAMPLE_TRANSACTION,
+        }
+    ),
+]
+LabelValue = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+            "description": "a configured class name, or its integer index",
+            "example": "fraud",
+        }
+    ),
+]
+TimestampValue = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "number"},
+                {"type": "null"},
+            ],
+            "description": "RFC 3339 (no offset means UTC) or unix seconds",
+            "example": "2026-11-27T09:14:03Z",
+        }
+    ),
+]
+IdValue = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "maxLength": 256,
+            "description": "idempotency key: an event id is learned once",
+            "example": "tx-8d1f3",
+        }
+    ),
+]
+
+
+def _parse_timestamp(value: Any) -> float | None:
+    if value is None:
+        return None
+    kind = value.__class__
+    if kind is int or kind is float:
+        if not math.isfinite(value):
+            raise _fail("timestamp must be finite")
+        return float(value)
+    if kind is not str:
+        raise _fail(f"timestamp must be an RFC 3339 string or unix seconds, got {kind.__name__}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(
+            f"timestamp {value[:64]!r} is not RFC 3339 (e.g. 2026-11-27T09:14:03Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+class LearnEvent(BaseModel):
+    """One labeled event, or a late label for an earlier prediction (`prediction_id` + `label`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    id: IdValue = None
+    features: FeatureMap | None = None
+    label: LabelValue
+    timestamp: TimestampValue = None
+    prediction_id: Annotated[str | None, Field(max_length=128)] = None
+
+    @field_validator("id", mode="plain")
+    @classmethod
+    def _check_id(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        if value.__class__ is int:
+            return str(value)
+        if value.__class__ is not str or not value or len(value) > 256:
+            raise _fail("id must be a non-empty string of at most 256 characters")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _check_features(cls, value: dict[str, Any] | None, info: ValidationInfo) -> Any:
+        if value is not None:
+            check_features(value, _ctx(info).max_features, _strict_numbers(info))
+        return value
+
+    @field_validator("label", mode="plain")
+    @classmethod
+    def _check_label(cls, value: Any, info: ValidationInfo) -> int:
+        ctx = _ctx(info)
+        if value.__class__ is str:
+            index = ctx.class_index.get(value)
+            if index is None:
+                raise _fail(
+                    f"unknown label {value[:64]!r}; expected one of {', '.join(ctx.classes)} "
+                    f"or an index 0..{len(ctx.classes) - 1}"
+                )
+            return index
+        if value.__class__ is int:
+            if not 0 <= value < len(ctx.classes):
+                raise _fail(f"label index {value} out of range 0..{len(ctx.classes) - 1}")
+            return value
+        raise _fail(f"label must be a class name or an integer index, got {type(value).__name__}")
+
+    @field_validator("timestamp", mode="plain")
+    @classmethod
+    def _check_timestamp(cls, value: Any) -> float | None:
+        return _parse_timestamp(value)
+
+    @model_validator(mode="after")
+    def _features_or_prediction(self) -> LearnEvent:
+        if (self.features is None) == (self.prediction_id is None):
+            raise _fail("give either features or prediction_id (a late label), not both or neither")
+        return self
+
+
+class LearnBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[LearnEvent]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_size(cls, data: Any, info: ValidationInfo) -> Any:
+        _check_events_size(data, _ctx(info).max_events)
+        return data
+
+
+class PredictEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    features: FeatureMap
+
+    @field_validator("features")
+    @classmethod
+    def _check_features(cls, value: dict[str, Any], info: ValidationInfo) -> Any:
+        check_features(value, _ctx(info).max_features, _strict_numbers(info))
+        return value
+
+
+class PredictBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[PredictEvent]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_size(cls, data: Any, info: ValidationInfo) -> Any:
+        _check_events_size(data, _ctx(info).max_events)
+        return data
+
+
+def _check_events_size(data: Any, max_events: int) -> None:
+    events = data.get("events") if isinstance(data, dict) else None
+    if isinstance(events, list):
+        if not events:
+            raise _fail("empty batch: send at least one event", "events")
+        if len(events) > max_events:
+            raise _fail(f"{len(events)} events, at most {max_events} per request", "events")
+
+
+# Responses (documentation only; routes return ORJSONResponse directly).
+class LearnResponse(BaseModel):
+    accepted: int = Field(description="new events appended to the stream")
+    duplicates: int = Field(description="events whose id was already seen (dropped)")
+    model_version: int | None = Field(None, description="only with wait=true")
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+    prediction_id: str
+    model_version: int
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class DriftSignal(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    detector: str
+    state: str
+    value: float | None
+    detections: int
+    last_detection_at: float | None
+
+
+class DriftResponse(BaseModel):
+    drift_detected: bool
+    signals: list[DriftSignal]
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    errors: list[dict[str, str]] | None = None
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    """('events', 3, 'features') -> 'events[3].features'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def format_errors(
+    errors: Iterable[Mapping[str, Any]], prefix: tuple[Any, ...] = ()
+) -> list[dict[str, str]]:
+    """Pydantic errors -> [{"field": "events[3].features.amount", "message": "NaN is not allowed"}].
+
+    Feature checks report the offending feature name in `ctx["key"]` so it lands in the path.
+
+    >>> format_errors([{"loc": ("events", 3, "label"), "msg": "Value error, unknown label 'x'"}])
+    [{'field': 'events[3].label', 'message': "unknown label 'x'"}]
+    """
+    out = []
+    for err in errors:
+        loc = prefix + tuple(err.get("loc", ()))
+        ctx = err.get("ctx") or {}
+        if "key" in ctx:
+            loc = loc + (str(ctx["key"]),)
+        message = ctx.get("reason") or str(err.get("msg", "invalid"))
+        out.append(
+            {"field": _path(loc) or "body", "message": message.removeprefix("Value error, ")}
+        )
+    return out
+
+
+def bad_request_from(
+    errors: Iterable[Mapping[str, Any]], prefix: tuple[Any, ...] = ()
+) -> BadRequest:
+    formatted = format_errors(errors, prefix)[:20]
+    first = formatted[0] if formatted else {"field": "body", "message": "invalid request"}
+    return BadRequest(f"{first['field']}: {first['message']}", errors=formatted)
+
+
+_LEARN_EVENT = TypeAdapter(LearnEvent)
+_LEARN_BATCH = TypeAdapter(LearnBatch)
+_PREDICT_BATCH = TypeAdapter(PredictBatch)
+
+
+def parse_json(body: bytes) -> Any:
+    """The body's JSON (``load_json`` without the parser's word on numbers)."""
+    return load_json(body)[0]
+
+
+def load_json(body: bytes) -> tuple[Any, bool]:
+    """(data, strict_numbers): orjson first, then the stdlib parser only to locate
+    NaN/Infinity or huge numbers that orjson refuses outright. ``strict_numbers`` is True
+    when orjson parsed the body: every float is then finite and every int fits 64 bits.
+
+    >>> load_json(b'{"a": 1.5}'), load_json(b'{"a": NaN}')[1]
+    (({'a': 1.5}, True), False)
+    """
+    try:
+        return orjson.loads(body), True
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(body), False
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise BadRequest(f"body: invalid JSON ({exc})") from None
+
+
+def _validate(
+    adapter: TypeAdapter[Any],
+    data: Any,
+    ctx: ValidationContext,
+    prefix: tuple,
+    strict_numbers: bool = False,
+) -> Any:
+    context = {"ctx": ctx, "strict_numbers": strict_numbers}
+    try:
+        return adapter.validate_python(data, context=context)
+    except ValidationError as exc:
+        raise bad_request_from(exc.errors(include_url=False), prefix) from None
+
+
+def validate_learn(
+    data: Any, ctx: ValidationContext, strict_numbers: bool = False
+) -> list[LearnEvent]:
+    """A single event object or {"events": [...]} -> validated events (``strict_numbers``:
+    see ``load_json``)."""
+    if not isinstance(data, dict):
+        raise BadRequest(f"body: expected a JSON object, got {type(data).__name__}")
+    if "events" in data:
+        return _validate(_LEARN_BATCH, data, ctx, (), strict_numbers).events
+    return [_validate(_LEARN_EVENT, data, ctx, (), strict_numbers)]
+
+
+def validate_predict(
+    data: Any, ctx: ValidationContext, strict_numbers: bool = False
+) -> list[dict[str, Any]]:
+    """{"events": [{"features": {...}}, ...]} -> list of feature dicts."""
+    if not isinstance(data, dict):
+        raise BadRequest(f"body: expected a JSON object, got {type(data).__name__}")
+    if "events" not in data:
+        raise BadRequest('events: required ({"events": [{"features": {...}}, ...]})')
+    batch = _validate(_PREDICT_BATCH, data, ctx, (), strict_numbers)
+    return [event.features for event in batch.events]
+
+
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:(\.[0-9]+)?([eE][+-]?[0-9]+)?)")
+
+
+def parse_scalar(text: str) -> int | float | str:
+    """A query-string or CSV value: JSON-style numbers become numbers, the rest stays a string.
+
+    >>> parse_scalar("12.5"), parse_scalar("7"), parse_scalar("5411"), parse_scalar("0042")
+    (12.5, 7, 5411, '0042')
+    >>> parse_scalar("nan"), parse_scalar("1e3")
+    ('nan', 1000.0)
+    """
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        return text
+    if match.group(1) is None and match.group(2) is None:
+        return int(text)
+    return float(text)
+
+
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
+def query_flag(params: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """A boolean query parameter, read the way pydantic reads one (case-insensitive
+    true/false, 1/0, yes/no, on/off, t/f, y/n); anything else is a 422 naming the parameter.
+
+    >>> query_flag({"wait": "True"}, "wait"), query_flag({}, "wait")
+    (True, False)
+    >>> query_flag({"wait": "maybe"}, "wait")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    service.errors.BadRequest: query.wait: expected a boolean (true/false, ...), got 'maybe'
+    """
+    raw = params.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    field = f"query.{name}"
+    message = f"expected a boolean (true/false, 1/0, yes/no, on/off), got {raw[:50]!r}"
+    raise BadRequest(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def query_features(items: Iterable[tuple[str, str]], max_features: int) -> dict[str, Any]:
+    """GET /predict query parameters -> a features object (numbers parsed as numbers)."""
+    features: dict[str, Any] = {}
+    for key, raw in items:
+        if key in features:
+            raise BadRequest(f"query.{key}: given more than once")
+        value = parse_scalar(raw)
+        if value.__class__ is float and not math.isfinite(value):
+            raise BadRequest(f"query.{key}: infinity is not allowed")
+        features[key] = value
+    if len(features) > max_features:
+        raise BadRequest(f"query: {len(features)} features, at most {max_features} allowed")
+    if "" in features:
+        raise BadRequest("query: empty feature name")
+    return features

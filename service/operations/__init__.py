@@ -1,0 +1,1 @@
+"""The operator's controls over what `/predict` serves: versions, promotion and rollback."""
