@@ -56,6 +56,9 @@ class MLP(nn.Module):
     same steps.
     """
 
+    embed_init: torch.Tensor  # buffers, declared for the type checker
+    init_seed: torch.Tensor
+
     def __init__(
         self,
         n_inputs: int,
