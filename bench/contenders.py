@@ -7,6 +7,10 @@ A contender is named by a string so the CLI, the results file and the table agre
   overrides :class:`models.trainer.TrainerConfig` fields.
 - ``river:lr``, ``river:lr+ros``, ``river:lr+rus``, ``river:arf``, ``river:hat`` run river's
   stream learners one event at a time (predict, then learn).
+- ``batch:rf`` (streams with timestamps only) is the batch reference: a scikit-learn random
+  forest trained on the previous week scores the next one, week after week (the first week
+  gets no score: uniform probabilities). Its labels are taken as known at once, as the
+  online contenders' are.
 
 Each run returns the prequential (pre-learning) probabilities and decisions for every event and,
 for `models/` contenders, the per-step training statistics.
@@ -24,6 +28,8 @@ import numpy as np
 from bench.streams import Stream
 
 RIVER = ("river:lr", "river:lr+ros", "river:lr+rus", "river:arf", "river:hat")
+BATCH = ("batch:rf",)
+WEEK = 7 * 86_400.0
 NETWORKS = ("logreg", "mlp")
 
 
@@ -54,6 +60,10 @@ def parse_contender(name: str) -> tuple[str, str, dict[str, object]]:
         if name not in RIVER:
             raise ValueError(f"unknown river contender {name!r}; known: {', '.join(RIVER)}")
         return name, "", {}
+    if name.startswith("batch:"):
+        if name not in BATCH:
+            raise ValueError(f"unknown batch contender {name!r}; known: {', '.join(BATCH)}")
+        return name, "", {}
     head, _, query = name.partition("?")
     strategy, _, network = head.partition("/")
     if network not in NETWORKS:
@@ -74,6 +84,8 @@ def run(name: str, stream: Stream, seed: int, batch_size: int = 64, n_bits: int 
     strategy, network, overrides = parse_contender(name)
     if strategy.startswith("river:"):
         return run_river(strategy, stream, seed)
+    if strategy == "batch:rf":
+        return run_batch_forest(stream, seed)
     return run_models(strategy, network, overrides, stream, seed, batch_size, n_bits)
 
 
@@ -173,4 +185,45 @@ def run_river(name: str, stream: Stream, seed: int) -> RunOutput:
         else:
             probs[i, :] = 1.0 / k  # nothing learned yet: no preference
         model.learn_one(x, y)
+    return RunOutput(probs=probs, y_pred=y_pred, seconds=time.perf_counter() - start_time)
+
+
+def week_index(timestamps: np.ndarray) -> np.ndarray:
+    """Week of each event counted from the first one (0, 1, ...).
+
+    >>> week_index(np.array([0.0, 6 * 86_400.0, 7 * 86_400.0, 15 * 86_400.0])).tolist()
+    [0, 0, 1, 2]
+    """
+    return ((timestamps - timestamps[0]) // WEEK).astype(np.int64)
+
+
+def run_batch_forest(stream: Stream, seed: int, n_estimators: int = 100) -> RunOutput:
+    """A random forest refit every week on the previous week, scoring the current one.
+
+    The decision is the balanced rule under the training week's fraud share, the same rule
+    the online contenders use by default.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    if stream.timestamps is None:
+        raise ValueError(f"batch:rf needs timestamps; stream {stream.name!r} has none")
+    names = sorted(stream.features[0])
+    x = np.array([[event.get(k, 0.0) for k in names] for event in stream.features])
+    y = stream.labels
+    k = len(stream.classes)
+    probs = np.full((stream.n, k), 1.0 / k, dtype=np.float32)
+    y_pred = np.zeros(stream.n, dtype=np.int64)
+    week = week_index(stream.timestamps)
+    start_time = time.perf_counter()
+    for w in range(1, int(week.max()) + 1):
+        train, test = week == w - 1, week == w
+        if not test.any() or len(np.unique(y[train])) < k:
+            continue
+        forest = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1)
+        forest.fit(x[train], y[train])
+        p = np.zeros((int(test.sum()), k))
+        p[:, forest.classes_] = forest.predict_proba(x[test])
+        prior = np.bincount(y[train], minlength=k) / train.sum()
+        probs[test] = p
+        y_pred[test] = np.argmax(p / prior, axis=1)
     return RunOutput(probs=probs, y_pred=y_pred, seconds=time.perf_counter() - start_time)

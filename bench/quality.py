@@ -3,6 +3,7 @@
     python -m bench.quality            # full grid: 10 streams x 200k x 2 seeds (~40 min)
     python -m bench.quality --seeds 0,1,2,3,4   # all 5 seeds (~1h45 on 2 shared cores)
     python -m bench.quality --quick    # 20k events, seed 0, every contender
+    python -m bench.quality --realistic   # fraud streams in time order: chooses the defaults
 
 Each (stream, seed, contender) run is one job; two worker processes run them (one torch thread
 each) and every finished job is appended to a JSON-lines results file at once. Jobs already in
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from bench import report
 from bench.contenders import RIVER
-from bench.streams import SPECS, default_cache_dir, load_stream
+from bench.streams import SPECS, SYNTHETIC, default_cache_dir, load_stream
 
 #: The configuration the benchmark evidence favours (see docs/benchmarks/quality.md); it runs
 #: next to whatever TrainerConfig defaults to, so the table shows both until they agree.
@@ -119,13 +120,21 @@ def run_job(job: dict) -> dict:
         "seed": job["seed"],
         "contender": job["contender"],
         "events": stream.n,
+        "requested": job["events"],
         "batch_size": job["batch_size"],
         **rec,
     }
 
 
 def _key(r: dict) -> tuple:
-    return (r["stream"], r["seed"], r["contender"], r["events"])
+    # "requested": the length asked for (a realistic stream is as long as it is)
+    return (
+        r["stream"],
+        r["seed"],
+        r["contender"],
+        r.get("requested", r["events"]),
+        r.get("batch_size", 64),
+    )
 
 
 def plan_jobs(
@@ -156,7 +165,11 @@ def plan_jobs(
 
 def run_all(jobs: list[dict], results: Path, workers: int) -> None:
     done = {_key(r) for r in report.read_results(results)}
-    todo = [j for j in jobs if (j["stream"], j["seed"], j["contender"], j["events"]) not in done]
+    todo = [
+        j
+        for j in jobs
+        if (j["stream"], j["seed"], j["contender"], j["events"], j["batch_size"]) not in done
+    ]
     print(
         f"{len(jobs)} jobs, {len(jobs) - len(todo)} already in {results}, "
         f"{len(todo)} to run on {workers} workers",
@@ -172,7 +185,8 @@ def run_all(jobs: list[dict], results: Path, workers: int) -> None:
             m = rec["measures"]
             print(
                 f"[{i}/{len(todo)} {time.time() - start:6.0f}s] {rec['stream']:8s} "
-                f"seed {rec['seed']} {rec['contender']:28s} G-mean {m['g_mean']:.3f} "
+                f"seed {rec['seed']} B {rec['batch_size']:3d} {rec['contender']:28s} "
+                f"G-mean {m['g_mean']:.3f} "
                 f"AP {m['avg_precision']:.3f} {m['events_per_s']:8.0f} ev/s",
                 flush=True,
             )
@@ -338,6 +352,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quick", action="store_true", help="20k events per stream, seed 0, every contender"
     )
+    p.add_argument(
+        "--realistic",
+        action="store_true",
+        help="the fraud streams in time order, the defaults' goal check, the batch-size "
+        "sweep and the weekly random forest (report in docs/benchmarks/realistic)",
+    )
+    p.add_argument(
+        "--creditcard",
+        type=Path,
+        help="a local copy of the public credit-card data set (creditcard.csv) to add to "
+        "--realistic; nothing is downloaded",
+    )
     names = ", ".join(SPECS).replace("%", "%%")  # argparse %-formats help strings
     p.add_argument("--streams", help=f"comma list of {names} (default: all)")
     p.add_argument(
@@ -386,9 +412,58 @@ def _contenders(spec: str | None, quick: bool) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def main_realistic(args: argparse.Namespace, command: str) -> int:
+    """``--realistic``: every realistic stream, the contenders, the sweep, the report."""
+    from bench import realistic
+
+    if args.creditcard is not None:
+        if not args.creditcard.is_file():
+            raise SystemExit(f"--creditcard {args.creditcard}: no such file")
+        os.environ["STREAMBALANCE_CREDITCARD_CSV"] = str(args.creditcard.resolve())
+    streams, notes = realistic.streams()
+    if args.streams:
+        streams = [s for s in args.streams.split(",") if s in streams]
+    for note in notes:
+        print("note:", note.replace("`", ""), flush=True)
+    contenders = args.contenders.split(",") if args.contenders else realistic.contenders()
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(realistic.SEEDS)
+    events = args.events or 10**9  # each stream whole
+    results = args.results or Path(os.environ.get("TMPDIR", "/tmp")) / (
+        f"quality-realistic-{events}.jsonl"
+    )
+    load_before = os.getloadavg()
+    wall = None
+    if not args.report_only:
+        if args.fresh and results.exists():
+            results.unlink()
+        args.batch_size = realistic.BATCH_SIZE
+        jobs = plan_jobs(streams, contenders, seeds, events, args)
+        sweep = [realistic.BATCH_SIZE] if args.contenders else realistic.BATCH_SIZES
+        for size in sweep:
+            if size == realistic.BATCH_SIZE:
+                continue
+            args.batch_size = size
+            jobs += plan_jobs(streams, realistic.sweep_contenders(), seeds[:1], events, args)
+        start = time.time()
+        run_all(jobs, results, args.workers)
+        wall = time.time() - start
+        print(f"wall time {wall:.0f}s; results in {results}", flush=True)
+    load = (load_before, os.getloadavg())
+    records = [
+        r for r in report.read_results(results) if r["stream"] in streams and r["seed"] in seeds
+    ]
+    out = args.out or realistic.OUT_DIR
+    path = realistic.write_report(records, out, streams, contenders, notes, wall, command, load)
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    streams = args.streams.split(",") if args.streams else list(SPECS)
+    command = "python -m bench.quality " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.realistic:
+        return main_realistic(args, command.strip())
+    streams = args.streams.split(",") if args.streams else list(SYNTHETIC)
     for s in streams:
         if s not in SPECS:
             raise SystemExit(f"unknown stream {s!r}; known: {', '.join(SPECS)}")
@@ -408,7 +483,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = args.results or Path(os.environ.get("TMPDIR", "/tmp")) / (
         f"quality-{'quick' if args.quick else 'full'}-{events}.jsonl"
     )
-    command = "python -m bench.quality " + " ".join(sys.argv[1:] if argv is None else argv)
     wall = None
     if not args.report_only:
         if args.fresh and results.exists():

@@ -211,6 +211,29 @@ def stability(grad_norms: Sequence[float]) -> dict:
     }
 
 
+def weekly_measures(stream: Stream, out: RunOutput) -> dict:
+    """Average precision and G-mean from the second week on (where the weekly batch forest
+    scores too), and the average precision of every week."""
+    from bench.contenders import week_index
+
+    assert stream.timestamps is not None
+    week = week_index(stream.timestamps)
+    y, k = stream.labels, len(stream.classes)
+    later = week >= 1
+    per_week = []
+    for w in range(int(week.max()) + 1):
+        sel = week == w
+        per_week.append(average_precision(y[sel] == 1, out.probs[sel, 1]) if k == 2 else math.nan)
+    recall, _ = class_recall_precision(y[later], out.y_pred[later], k)
+    return {
+        "avg_precision_1w": average_precision(y[later] == 1, out.probs[later, 1])
+        if k == 2
+        else math.nan,
+        "g_mean_1w": g_mean(recall),
+        "weekly_ap": [None if math.isnan(v) else round(float(v), 4) for v in per_week],
+    }
+
+
 def _subsample(rows: list, points: int) -> tuple[list[int], list]:
     if not rows:
         return [], []
@@ -245,6 +268,8 @@ def measure(stream: Stream, out: RunOutput) -> dict:
         "events_per_s": stream.n / out.seconds if out.seconds > 0 else math.nan,
         "seconds": out.seconds,
     }
+    if stream.timestamps is not None:
+        result.update(weekly_measures(stream, out))
     if out.grad_norms:
         result.update(stability(out.grad_norms))
         result["skipped_steps"] = out.skipped_steps
@@ -267,6 +292,8 @@ def measure(stream: Stream, out: RunOutput) -> dict:
 SUMMARY = (
     "g_mean",
     "avg_precision",
+    "avg_precision_1w",
+    "g_mean_1w",
     "roc_auc",
     "minority_recall",
     "minority_precision",
@@ -288,7 +315,8 @@ def read_results(path: Path) -> list[dict]:
         for line in f:
             if line.strip():
                 r = json.loads(line)
-                latest[(r["stream"], r["seed"], r["contender"], r["events"])] = r
+                key = (r["stream"], r["seed"], r["contender"], r["events"])
+                latest[(*key, r.get("batch_size", 64))] = r
     return list(latest.values())
 
 

@@ -1,9 +1,14 @@
-"""Benchmark streams: river generators under a class-prior schedule, plus small shipped data.
+"""Benchmark streams: river generators under a class-prior schedule, simulated card
+transactions (``bench.cardsim``), and small shipped or local data sets.
 
 Every synthetic stream is built the same way: at event ``t`` the class is drawn first from the
 scheduled class shares, then the generator (the concept active at ``t``) is drawn from until an
 example of that class comes out. The schedules are written as fractions of the stream length,
 so a short ``--quick`` stream has the same shape as the full 200k-event one.
+
+The realistic streams (``REALISTIC``) are fraud streams in time order, with timestamps and the
+time each label becomes known: a month of simulated card transactions per fraud mix, and the
+public credit-card data set when a copy is on this machine (it is never downloaded).
 
 A generated stream is cached on disk (pickle, keyed by name, seed and length) so that every
 contender, in every worker process, reads the very same events in the same order.
@@ -11,6 +16,7 @@ contender, in every worker process, reads the very same events in the same order
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import math
 import os
@@ -18,22 +24,27 @@ import pickle
 import random
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from river import datasets
 from river.datasets import synth
 
+from bench import cardsim
+
 Event = dict[str, float]
 Shares = Callable[[int], list[float]]  # event index -> class shares (sum to 1)
 Concept = Callable[[int], int]  # event index -> index of the active generator
+# What a builder returns: events and labels, optionally with per-event arrays ("timestamps",
+# "label_times", anything else goes to Stream.extra).
+Built = tuple[list[Event], list[int]] | tuple[list[Event], list[int], dict[str, np.ndarray]]
 
 #: Upper bound on generator draws for one event; a class that does not come out within it
 #: means the concept cannot produce that class and the stream is ill-defined.
 MAX_TRIES = 10_000
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,11 @@ class Stream:
     labels: np.ndarray  # int64 [n]
     drift_points: list[int]  # event indices where a new regime starts
     description: str
+    #: Realistic streams only: unix seconds of each event, and when its label becomes known.
+    timestamps: np.ndarray | None = None
+    label_times: np.ndarray | None = None
+    #: Extra per-event arrays a stream knows about itself (e.g. the card fraud scenario).
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -59,9 +75,14 @@ class StreamSpec:
     name: str
     description: str
     classes: tuple[str, ...]
-    build: Callable[[int, int], tuple[list[Event], list[int]]]  # (seed, n) -> events, labels
+    build: Callable[[int, int], Built]  # (seed, n) -> events, labels[, per-event arrays]
     drifts: Callable[[int], list[int]]  # n -> drift points
     max_events: int | None = None  # real data sets are as long as they are
+    realistic: bool = False  # in the --realistic set rather than the synthetic grid
+
+
+class StreamUnavailable(RuntimeError):
+    """A data set that is not on this machine (nothing is ever downloaded)."""
 
 
 def _str_keys(x: dict) -> Event:
@@ -200,6 +221,82 @@ def _build_shuttle(seed: int, n: int) -> tuple[list[Event], list[int]]:
     return [x for x, _ in rows], [y for _, y in rows]
 
 
+#: The simulated month: days 40-69 of the world, after 30-day windows and the 7-day label
+#: delay have filled (about 300k transactions with the default world).
+CARD_FIRST_DAY = 40
+CARD_DAYS = 30
+
+
+def _card_builder(mix: str) -> Callable[[int, int], Built]:
+    def build(seed: int, n: int) -> Built:
+        cfg = replace(cardsim.MIXES[mix], seed=seed, days=CARD_FIRST_DAY + CARD_DAYS)
+        tx = cardsim.simulate(cfg)
+        month = tx.select(tx.day() >= CARD_FIRST_DAY)
+        month = month.select(np.arange(month.n) < n)
+        extra = {
+            "timestamps": month.time,
+            "label_times": month.label_time,
+            "scenario": month.scenario,
+        }
+        return cardsim.events(month), month.fraud.tolist(), extra
+
+    return build
+
+
+#: Where the public credit-card data set (creditcard.csv: Time, V1-V28, Amount, Class) is
+#: looked for, first match wins. STREAMBALANCE_CREDITCARD_CSV names a file explicitly.
+CREDITCARD_PATHS = (
+    Path("../shared/data/creditcard.csv"),
+    Path("/work/shared/data/creditcard.csv"),
+)
+#: Seconds since the first transaction are turned into dates from this day (2013-09-01 UTC).
+CREDITCARD_EPOCH = 1_377_993_600.0
+
+
+def creditcard_path() -> Path | None:
+    """The credit-card CSV on this machine, or None (then the stream is unavailable)."""
+    named = os.environ.get("STREAMBALANCE_CREDITCARD_CSV")
+    if named:
+        return Path(named)
+    return next((p for p in CREDITCARD_PATHS if p.is_file()), None)
+
+
+def read_creditcard(path: Path, n: int | None = None) -> Built:
+    """Rows of the credit-card CSV in time order (the file's order, stable by Time): every
+    column but Class and Time is a feature; a label is known at once (no delay column)."""
+    features: list[Event] = []
+    labels: list[int] = []
+    times: list[float] = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            label = int(float(row.pop("Class").strip('"')))
+            seconds = float(row.pop("Time"))
+            features.append({k: float(v) for k, v in row.items()})
+            labels.append(label)
+            times.append(CREDITCARD_EPOCH + seconds)
+            if n is not None and len(labels) >= n:
+                break
+    order = sorted(range(len(times)), key=times.__getitem__)
+    stamps = np.asarray([times[i] for i in order])
+    return (
+        [features[i] for i in order],
+        [labels[i] for i in order],
+        {"timestamps": stamps, "label_times": stamps.copy()},
+    )
+
+
+def _build_creditcard(seed: int, n: int) -> Built:
+    path = creditcard_path()
+    if path is None or not path.is_file():
+        where = ", ".join(str(p) for p in CREDITCARD_PATHS)
+        raise StreamUnavailable(
+            "the public credit-card data set is not on this machine (looked for "
+            f"{os.environ.get('STREAMBALANCE_CREDITCARD_CSV') or where}); set "
+            "STREAMBALANCE_CREDITCARD_CSV or pass --creditcard PATH to use a copy"
+        )
+    return read_creditcard(path, n)
+
+
 BINARY = ("majority", "minority")
 
 SPECS: dict[str, StreamSpec] = {
@@ -276,8 +373,45 @@ SPECS: dict[str, StreamSpec] = {
             _build_multi,
             lambda n: [],
         ),
+        StreamSpec(
+            "card-handbook",
+            "simulated card transactions, a month, the handbook's fraud mix "
+            "(amount > 220, compromised terminals, stolen cards), ~0.9% fraud",
+            ("legit", "fraud"),
+            _card_builder("handbook"),
+            lambda n: [],
+            realistic=True,
+        ),
+        StreamSpec(
+            "card-theft",
+            "simulated card transactions, a month, stolen cards dominate (3x amounts, half "
+            "at night, weekly campaigns), few terminal compromises, ~0.8% fraud",
+            ("legit", "fraud"),
+            _card_builder("cardtheft"),
+            lambda n: [],
+            realistic=True,
+        ),
+        StreamSpec(
+            "creditcard",
+            "public credit-card data set (2 days, 0.17% fraud, PCA features), time order",
+            ("legit", "fraud"),
+            _build_creditcard,
+            lambda n: [],
+            max_events=284_807,
+            realistic=True,
+        ),
     ]
 }
+SYNTHETIC = tuple(name for name, spec in SPECS.items() if not spec.realistic)
+REALISTIC = tuple(name for name, spec in SPECS.items() if spec.realistic)
+
+
+def available(name: str) -> bool:
+    """Whether stream ``name`` can be built here (a data set may be missing)."""
+    if name != "creditcard":
+        return True
+    path = creditcard_path()
+    return path is not None and path.is_file()
 
 
 def default_cache_dir() -> Path:
@@ -308,18 +442,23 @@ def load_stream(name: str, seed: int, n: int, cache_dir: Path | None = None) -> 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             with open(path, "rb") as f:
-                features, labels = pickle.load(f)
+                built = pickle.load(f)
         else:
-            features, labels = spec.build(seed, n)
+            built = spec.build(seed, n)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             with open(tmp, "wb") as f:
-                pickle.dump((features, labels), f, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(built, f, protocol=pickle.HIGHEST_PROTOCOL)
             tmp.replace(path)
+    features, labels = built[0], built[1]
+    extra = dict(built[2]) if len(built) > 2 else {}
     return Stream(
         name=name,
         classes=list(spec.classes),
         features=features,
         labels=np.asarray(labels, dtype=np.int64),
-        drift_points=spec.drifts(n),
+        drift_points=spec.drifts(len(features)),
         description=spec.description,
+        timestamps=extra.pop("timestamps", None),
+        label_times=extra.pop("label_times", None),
+        extra=extra,
     )

@@ -7,6 +7,8 @@ same function from the parameters as plain numpy arrays:
 * ``export_weights(network)`` gives the parameters by name, as numpy views of the live
   tensors (they follow every in-place update of the optimizer), float32:
   ``"table"`` [n_inputs, D] (the EmbeddingBag: D = K for logreg, hidden[0] for the MLP),
+  for the MLP ``"table_init"`` [n_inputs, D] (its fixed random part: the first layer is
+  ``table_init + table``, see ``models.networks.MLP``),
   ``"bias"`` [D], then for each Linear layer i = 1, 2, ... of the MLP's head
   ``"weight{i}"`` [out, in] and ``"bias{i}"`` [out], each after a ReLU.
 * ``predict_proba(weights, indices, offsets, values)`` gives the softmax [B, K] (float64) of
@@ -58,13 +60,17 @@ def export_weights(network: torch.nn.Module) -> dict[str, np.ndarray]:
     >>> {k: v.shape for k, v in export_weights(build_network("logreg", 16, 3)).items()}
     {'table': (16, 3), 'bias': (3,)}
     >>> {k: v.shape for k, v in export_weights(build_network("mlp", 16, 2, (4,))).items()}
-    {'table': (16, 4), 'bias': (4,), 'weight1': (2, 4), 'bias1': (2,)}
+    {'table': (16, 4), 'table_init': (16, 4), 'bias': (4,), 'weight1': (2, 4), 'bias1': (2,)}
     """
     pairs: list[tuple[str, torch.Tensor]]
     if isinstance(network, LogisticRegression):
         pairs = [("table", network.linear.weight), ("bias", network.bias)]
     elif isinstance(network, MLP):
-        pairs = [("table", network.embed.weight), ("bias", network.embed_bias)]
+        pairs = [
+            ("table", network.embed.weight),
+            ("table_init", network.embed_init),
+            ("bias", network.embed_bias),
+        ]
         layers = [m for m in network.head if isinstance(m, torch.nn.Linear)]
         for i, layer in enumerate(layers, start=1):
             pairs += [(f"weight{i}", layer.weight), (f"bias{i}", layer.bias)]
@@ -157,6 +163,8 @@ def _logits(
     h = np.zeros((len(starts), table.shape[1]))
     if idx.size:
         rows = table[idx].astype(np.float64)
+        if "table_init" in weights:
+            rows += weights["table_init"][idx]
         rows *= x[:, None]
         ends = np.append(starts[1:], idx.size)
         filled = ends > starts  # reduceat would give an empty bag its next row

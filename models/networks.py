@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.features import FeatureBatch
@@ -45,9 +46,18 @@ class LogisticRegression(nn.Module):
 class MLP(nn.Module):
     """EmbeddingBag (first hidden layer) + ReLU + Linear layers -> K logits.
 
-    The first layer starts with small weights (std 0.1): an event touches only a handful of
-    slots, so the usual fan-in scaling over 2**n_bits inputs would make it vanish.
+    The first layer's weight is ``embed_init + embed.weight``: a fixed random matrix (std
+    0.1: an event touches only a handful of slots, so the usual fan-in scaling over
+    ``2**n_bits`` inputs would make it vanish) plus what was learned, which starts at zero.
+    The random part is regenerated from ``init_seed`` and left out of ``state_dict()``, so
+    the rows of slots never seen stay zero in a snapshot, which packs them away
+    (models/snapshot.py): a 2**18-slot MLP checkpoints in kilobytes, not 67 MB. Sums are
+    linear, so this is the same network, and gradient steps on the learned part are the
+    same steps.
     """
+
+    embed_init: torch.Tensor  # buffers, declared for the type checker
+    init_seed: torch.Tensor
 
     def __init__(
         self,
@@ -74,16 +84,56 @@ class MLP(nn.Module):
         for a, b in zip(hidden, hidden[1:] + (n_classes,), strict=True):
             layers += [nn.ReLU(), nn.Linear(a, b)]
         self.head = nn.Sequential(*layers)
-        nn.init.normal_(self.embed.weight, std=0.1, generator=generator)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        self._embed_init_seed = seed  # the seed embed_init was drawn from
+        self.register_buffer("init_seed", torch.tensor(seed, dtype=torch.int64))
+        self.register_buffer(
+            "embed_init", _random_rows(seed, n_inputs, hidden[0]), persistent=False
+        )
+        nn.init.zeros_(self.embed.weight)
         for m in self.head:
             if isinstance(m, nn.Linear):
                 bound = 1.0 / m.in_features**0.5
                 nn.init.uniform_(m.weight, -bound, bound, generator=generator)
                 nn.init.zeros_(m.bias)
+        self.register_load_state_dict_pre_hook(_upgrade_full_weight)
+        self.register_load_state_dict_post_hook(_regenerate_init)
 
     def forward(self, batch: FeatureBatch) -> torch.Tensor:
-        h = self.embed(batch.indices, batch.offsets, per_sample_weights=batch.weights)
-        return self.head(h + self.embed_bias)
+        fixed = F.embedding_bag(
+            batch.indices,
+            self.embed_init,
+            batch.offsets,
+            mode="sum",
+            per_sample_weights=batch.weights,
+        )
+        learned = self.embed(batch.indices, batch.offsets, per_sample_weights=batch.weights)
+        return self.head(learned + fixed + self.embed_bias)
+
+
+def _random_rows(seed: int, rows: int, cols: int) -> torch.Tensor:
+    """The MLP's fixed first-layer matrix for ``seed``: N(0, 0.1^2) entries, reproducible."""
+    return torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * 0.1
+
+
+def _upgrade_full_weight(module: nn.Module, state: dict, prefix: str, *args: object) -> None:
+    # Snapshots from before the split stored the whole first-layer weight and no seed:
+    # keep this module's random part and load the difference as the learned one.
+    assert isinstance(module, MLP)
+    if prefix + "init_seed" not in state and prefix + "embed.weight" in state:
+        state[prefix + "embed.weight"] = state[prefix + "embed.weight"] - module.embed_init
+        state[prefix + "init_seed"] = module.init_seed.clone()
+
+
+def _regenerate_init(module: nn.Module, incompatible: object) -> None:
+    # A snapshot made with another seed brings its own init_seed: rebuild the fixed part.
+    assert isinstance(module, MLP)
+    seed = int(module.init_seed)
+    if seed != module._embed_init_seed:
+        rows, cols = module.embed_init.shape
+        with torch.no_grad():  # in place: exported views (models.kernels) stay live
+            module.embed_init.copy_(_random_rows(seed, rows, cols))
+        module._embed_init_seed = seed
 
 
 def build_network(

@@ -99,12 +99,13 @@ class Settings(BaseSettings):
 
     # the learning problem
     classes: Annotated[list[str], NoDecode] = ["legit", "fraud"]
-    strategy: str = "rescaled"
+    # defaults chosen by the realistic quality benchmark (docs/benchmarks/realistic/)
+    strategy: str = "logit_adjusted"
     strategy_params: dict[str, Any] = {}
-    network: Literal["logreg", "mlp"] = "logreg"
+    network: Literal["logreg", "mlp"] = "mlp"
     hidden: Annotated[list[int], NoDecode] = [64]
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(default=0.2, gt=0.0, le=10.0)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(default=0.003, gt=0.0, le=10.0)
     half_life: float = Field(default=10000.0, gt=0.0)
     time_half_life: float | None = Field(default=None, gt=0.0)
     floor: float = Field(default=1e-4, gt=0.0, lt=0.5)
@@ -123,7 +124,7 @@ class Settings(BaseSettings):
     metrics_window: int = Field(default=2000, ge=10, le=1_000_000)
     hash_bits: int = Field(default=18, ge=4, le=24)
     max_features: int = Field(default=1000, ge=1, le=100_000)
-    numeric_bins: int = Field(default=16, ge=0, le=1000)
+    numeric_bins: int = Field(default=0, ge=0, le=1000)
 
     # learner loop
     batch_max_size: int = Field(default=64, ge=1, le=100_000)

@@ -49,9 +49,10 @@ async def test_shadows_learn_side_by_side_and_promotion_swaps_what_is_served(
     make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="service.operations.model_control")
-    settings = make_settings(
-        shadows="weighted,logit_adjusted", api_key=KEY, checkpoint_every_steps=1
-    )
+    settings = make_settings(  # a champion and two challengers, whatever the default is
+        strategy="rescaled", shadows="weighted,logit_adjusted", api_key=KEY,
+        checkpoint_every_steps=1,
+    )  # fmt: skip
     events = fraud_stream(600, fraud_rate=0.05, seed=11)
     async with running(settings) as (_, client):
         await _learn(client, events)

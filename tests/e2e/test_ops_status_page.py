@@ -82,6 +82,8 @@ def live_url(tmp_path: Path) -> Iterator[str]:
         "STREAMBALANCE_BATCH_MAX_WAIT_MS": "5",
         "STREAMBALANCE_LOG_LEVEL": "warning",
         "STREAMBALANCE_HISTORY_INTERVAL_S": "0.05",
+        # a champion and two challengers, whatever the default strategy is
+        "STREAMBALANCE_STRATEGY": "rescaled",
         "STREAMBALANCE_SHADOWS": "weighted,logit_adjusted",
         "STREAMBALANCE_CHECKPOINT_EVERY_STEPS": "4",
     }

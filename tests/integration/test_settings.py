@@ -21,7 +21,7 @@ def test_defaults_are_safe() -> None:
     s = Settings()
     assert s.classes == ["legit", "fraud"]
     assert s.redis_url is None and s.role == "all" and s.api_key is None
-    assert s.strategy == "rescaled" and s.network == "logreg"
+    assert s.strategy == "logit_adjusted" and s.network == "mlp" and s.optimizer == "adam"
     assert 0 < s.lr and s.r_max >= 1 and 0 < s.smoothing <= 1
 
 

@@ -161,11 +161,20 @@ def test_psi_split_equals_psi() -> None:
 
 @pytest.mark.parametrize("n_classes", [2, 3, 7])
 @pytest.mark.parametrize("decision", ["balanced", "argmax"])
-def test_one_event_calibration_equals_the_numpy_path_exactly(n_classes: int, decision: str) -> None:
-    """GET /predict's one-event path (plain floats) against the batch path (numpy)."""
+def test_one_event_calibration_equals_the_numpy_path_exactly(
+    n_classes: int, decision: str
+) -> None:
+    """GET /predict's one-event path (plain floats) against the batch path (numpy).
+
+    Logistic regression, whose raw probabilities for one event are the same bits alone or in a
+    batch: an MLP's matrix products may round a batch of one and of two differently (in the
+    last float32 bit), which is not the calibration this test is about.
+    """
     classes = [f"c{c}" for c in range(n_classes)]
     trainer = StreamTrainer(
-        TrainerConfig(classes=classes, decision=decision, n_bits=10, numeric_bins=4)
+        TrainerConfig(
+            classes=classes, decision=decision, n_bits=10, numeric_bins=4, network="logreg"
+        )
     )
     events = _events(600, seed=n_classes)
     rng = random.Random(n_classes)

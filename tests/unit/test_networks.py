@@ -53,7 +53,53 @@ def test_mlp_init_is_reproducible_from_the_generator():
     c = MLP(f.n_inputs, 2, generator=torch.Generator().manual_seed(6))
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert not torch.equal(sa["embed.weight"], sc["embed.weight"])
+    assert torch.equal(a.embed_init, b.embed_init)
+    assert not torch.equal(a.embed_init, c.embed_init)
+    assert not torch.equal(sa["init_seed"], sc["init_seed"])
+
+
+def first_layer(net: MLP) -> torch.Tensor:
+    return (net.embed_init + net.embed.weight).detach()
+
+
+def test_mlp_state_leaves_the_random_part_out_and_snapshots_small():
+    from models.snapshot import dumps
+
+    net = MLP(2**18, 2, hidden=(64,), generator=torch.Generator().manual_seed(0))
+    assert "embed_init" not in net.state_dict()
+    with torch.no_grad():
+        net.embed.weight[[3, 77]] += 1.0  # two slots learned something
+    size = len(dumps(dict(net.state_dict())))
+    # the whole first layer would be 2**18 * 64 * 4 bytes = 67 MB
+    assert size < 50_000, size
+
+
+def test_mlp_snapshot_from_another_seed_restores_the_same_function():
+    f, b = batch()
+    a = MLP(f.n_inputs, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a.embed.weight.normal_(generator=torch.Generator().manual_seed(9))
+    other = MLP(f.n_inputs, 2, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(other(b), a(b))
+    other.load_state_dict(a.state_dict())
+    assert torch.equal(first_layer(other), first_layer(a))
+    assert torch.equal(other(b), a(b))
+
+
+def test_mlp_loads_a_snapshot_holding_the_whole_first_layer():
+    """Snapshots written before the random part was split off carry the full weight and no
+    ``init_seed``; they load as the same function."""
+    f, b = batch()
+    a = MLP(f.n_inputs, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a.embed.weight.normal_(generator=torch.Generator().manual_seed(9))
+    old = dict(a.state_dict())
+    old["embed.weight"] = first_layer(a)
+    del old["init_seed"]
+    other = MLP(f.n_inputs, 2, generator=torch.Generator().manual_seed(2))
+    other.load_state_dict(old)
+    assert torch.allclose(first_layer(other), first_layer(a), atol=1e-6)
+    assert torch.allclose(other(b), a(b), atol=1e-5)
 
 
 def test_build_network():

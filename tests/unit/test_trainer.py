@@ -46,16 +46,18 @@ def train(trainer: StreamTrainer, features: list[dict], labels: list[int], batch
 
 
 def test_config_defaults_are_the_benchmark_chosen_ones() -> None:
-    # Chosen by bench/quality.py (docs/benchmarks/README.md); the service's defaults match.
+    # Chosen by `python -m bench.quality --realistic` (docs/benchmarks/realistic/quality.md);
+    # the service's defaults match.
     from service.settings import Settings
 
     c = TrainerConfig(classes=CLASSES)
-    assert (c.strategy, c.network, c.optimizer, c.lr) == ("rescaled", "logreg", "sgd", 0.2)
+    assert (c.strategy, c.network, c.optimizer, c.lr) == ("logit_adjusted", "mlp", "adam", 0.003)
+    assert c.hidden == (64,)
     assert (c.half_life, c.gamma, c.r_max, c.smoothing) == (10000.0, 1.0, 100.0, 0.05)
-    assert c.numeric_bins == 16
+    assert c.numeric_bins == 0
     s = Settings().trainer_config()
-    for name in ("strategy", "network", "optimizer", "lr", "half_life", "gamma", "r_max",
-                 "smoothing", "numeric_bins"):  # fmt: skip
+    for name in ("strategy", "network", "hidden", "optimizer", "lr", "half_life", "gamma",
+                 "r_max", "smoothing", "numeric_bins"):  # fmt: skip
         assert getattr(s, name) == getattr(c, name), name
     assert c.decision == "balanced" and c.time_half_life is None
 
@@ -257,7 +259,7 @@ def test_state_is_json_ready_and_consistent() -> None:
     features, labels = make_stream(400, seed=10)
     train(trainer, features, labels)
     state = json.loads(json.dumps(trainer.state()))
-    assert state["classes"] == CLASSES and state["strategy"] == "rescaled"
+    assert state["classes"] == CLASSES and state["strategy"] == "logit_adjusted"
     assert state["events_learned"] == 400 and state["steps"] == 2
     assert state["counts"] == {"legit": labels.count(0), "fraud": labels.count(1)}
     assert state["factors"] == dict(zip(CLASSES, trainer.factors, strict=True))
