@@ -74,6 +74,7 @@ def _finite(value: float | None, name: str) -> float | None:
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_API_KEY = re.compile(r"[\x21-\x7e]+")  # visible ASCII: no spaces, no control characters
 
 
 class Settings(BaseSettings):
@@ -123,6 +124,13 @@ class Settings(BaseSettings):
     metrics_window: int = Field(default=2000, ge=10, le=1_000_000)
     hash_bits: int = Field(default=18, ge=4, le=24)
     max_features: int = Field(default=1000, ge=1, le=100_000)
+    # Per-name model state and the hash caches grow with what clients send: bound the keys.
+    max_feature_name_chars: int = Field(default=256, ge=1, le=65_536)
+    max_feature_value_chars: int = Field(default=1024, ge=1, le=1_048_576)
+    # Event timestamps outside [now - max age, now + max skew] are refused (422): one event
+    # stamped in the far future would otherwise switch the time-decayed EMA off for good.
+    timestamp_max_age_s: float = Field(default=5 * 365 * 86_400.0, gt=0.0)
+    timestamp_max_skew_s: float = Field(default=300.0, ge=0.0, le=86_400.0)
     numeric_bins: int = Field(default=16, ge=0, le=1000)
 
     # learner loop
@@ -223,6 +231,7 @@ class Settings(BaseSettings):
         "rate_limit_per_s",
         "checkpoint_every_seconds",
         "wait_timeout_s",
+        "timestamp_max_age_s",
     )
     @classmethod
     def _check_finite(cls, value: float | None) -> float | None:
@@ -240,8 +249,18 @@ class Settings(BaseSettings):
     @field_validator("api_key")
     @classmethod
     def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 8:
+        if value is None:
+            return None
+        key = value.get_secret_value()
+        if len(key) < 8:
             raise ValueError("API key must be at least 8 characters (or leave it unset)")
+        # HTTP carries header values as bytes that servers decode as Latin-1, and clients
+        # encode non-ASCII text in different ways: such a key could never match reliably.
+        if not _API_KEY.fullmatch(key):
+            raise ValueError(
+                "API key must be printable ASCII without spaces (letters, digits, punctuation); "
+                "it travels in the X-API-Key header"
+            )
         return value
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from models.features import FeatureError
 from service.errors import ServiceError, Unauthorized
 from service.http.responses import ORJSONResponse
 from service.http.schemas import bad_request_from
@@ -39,6 +40,16 @@ async def _validation_error(request: Request, exc: Exception) -> ORJSONResponse:
     return ORJSONResponse(err.body(), status_code=422)
 
 
+async def _feature_error(request: Request, exc: Exception) -> ORJSONResponse:
+    # A backstop: the request validators refuse what the featurizer would, so reaching here
+    # means they missed a case; still the client's input, still a 422 naming the field.
+    assert isinstance(exc, FeatureError)
+    log.warning("featurizer refused input the validators passed: %s", exc)
+    field = f"features.{exc.field}"
+    body = {"detail": f"{field}: {exc.reason}", "errors": [{"field": field, "message": exc.reason}]}
+    return ORJSONResponse(body, status_code=422)
+
+
 async def _redis_error(request: Request, exc: Exception) -> ORJSONResponse:
     log.warning("redis unreachable during %s %s: %s", request.method, request.url.path, exc)
     body = {"detail": f"Redis is unreachable ({type(exc).__name__}: {exc}); nothing was stored"}
@@ -50,6 +61,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)
+    app.add_exception_handler(FeatureError, _feature_error)
     app.add_exception_handler(redis.exceptions.ConnectionError, _redis_error)
     app.add_exception_handler(redis.exceptions.TimeoutError, _redis_error)
     app.add_exception_handler(ConnectionError, _redis_error)

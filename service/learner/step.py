@@ -61,6 +61,7 @@ class LearnerStep:
         self.decay = 2.0 ** (-1.0 / settings.half_life)
         self.time_half_life = settings.time_half_life
         self.floor = settings.floor
+        self.max_skew_s = settings.timestamp_max_skew_s
 
     async def __call__(self, chunk: list[dict[str, Any]]) -> bool:
         """One micro-batch: EMA in Redis, then test-then-train. False if it failed."""
@@ -68,7 +69,11 @@ class LearnerStep:
             return True
         features = [e["features"] for e in chunk]
         labels = [int(e["label"]) for e in chunk]
-        timestamps = [float(e["timestamp"]) for e in chunk]
+        # The API refuses timestamps ahead of the clock; an entry written by another producer
+        # (or before that check) is clamped, so the time-decayed EMA's last_time never moves
+        # beyond now + skew (past it every later event would decay nothing, for good).
+        ceiling = time.time() + self.max_skew_s
+        timestamps = [min(float(e["timestamp"]), ceiling) for e in chunk]
         started = time.perf_counter()
         try:
             frequencies, state = await self._redis_retry(

@@ -115,3 +115,19 @@ async def test_read_routes_stay_open_by_default(
     assert (predict.status_code, state.status_code, metrics.status_code) == (200, 200, 200)
     assert 'streambalance_events_rejected_total{reason="unauthorized"} 1.0' in metrics.text
     assert KEY not in metrics.text
+
+
+async def test_a_header_with_non_ascii_bytes_is_a_401_and_an_ascii_key_matches(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Audit finding 19: keys are printable ASCII (checked at start-up), and the header's raw
+    bytes are compared with them, so a stray non-ASCII byte is a plain 401, never a 500."""
+    async with running(make_settings(api_key=KEY)) as (_, client):
+        wrong = await client.post(
+            "/learn", json=EVENT, headers={"X-API-Key": "clé-secrète-2026".encode()}
+        )
+        latin1 = await client.post("/learn", json=EVENT, headers={"X-API-Key": b"\xe9" * 12})
+        right = await client.post("/learn", json=EVENT, headers={"X-API-Key": KEY.encode()})
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "X-API-Key: wrong key"
+    assert latin1.status_code == 401, latin1.text
+    assert right.status_code == 202, right.text
