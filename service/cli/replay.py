@@ -199,7 +199,6 @@ def run_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-
     path = Path(args.file)
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     started = time.perf_counter()

@@ -453,6 +453,11 @@ class DriftResponse(BaseModel):
 class ErrorResponse(BaseModel):
     detail: str
     errors: list[dict[str, str]] | None = None
+    cause: str | None = Field(
+        None,
+        description="503/500 from Redis: unreachable, timeout, out_of_memory, read_only, "
+        "cluster_redirect, cluster_down, try_again, loading or error",
+    )
 
 
 def _path(loc: tuple[Any, ...]) -> str:
