@@ -8,6 +8,7 @@ garbage. `REDIS_URL` is also read without the prefix (the usual name in containe
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "STREAMBALANCE_"
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "get_settings"]
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "get_settings", "is_loopback"]
 
 
 class SettingsError(ValueError):
@@ -74,6 +75,7 @@ def _finite(value: float | None, name: str) -> float | None:
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_MEMORY = re.compile(r"(?i)[0-9]+(?:b|k|kb|m|mb|g|gb)?")  # Redis' maxmemory notation
 _API_KEY = re.compile(r"[\x21-\x7e]+")  # visible ASCII: no spaces, no control characters
 
 
@@ -95,6 +97,12 @@ class Settings(BaseSettings):
     )
     model_name: str = "default"
     data_dir: Path = Path("data")
+    # The embedded server's memory budget and what it may evict there (an external Redis is
+    # configured by its operator; see docs/deployment.md). Only keys with a TTL can go.
+    redis_maxmemory: str = "1gb"
+    redis_maxmemory_policy: Literal[
+        "volatile-lru", "volatile-lfu", "volatile-ttl", "volatile-random", "noeviction"
+    ] = "volatile-lru"
     role: Literal["all", "api"] = "all"
     consumer: str = "learner"
 
@@ -151,6 +159,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: SecretStr | None = None
+    # Serving a non-loopback address without API_KEY is refused unless this says an
+    # authenticating gateway stands in front (see _check_combination).
+    allow_unauthenticated: bool = False
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1, le=100_000)
     prediction_ttl_s: int = Field(default=604_800, ge=0)  # late labels: 7 days; 0 keeps none
@@ -189,6 +200,15 @@ class Settings(BaseSettings):
         if len(set(value)) != len(value):
             raise ValueError(f"shadow strategies must be distinct, got {value!r}")
         return value
+
+    @field_validator("redis_maxmemory")
+    @classmethod
+    def _check_maxmemory(cls, value: str) -> str:
+        if not _MEMORY.fullmatch(value.strip()):
+            raise ValueError(
+                f"must be bytes or a size like 512mb or 2gb (0: no limit), got {value!r}"
+            )
+        return value.strip().lower()
 
     @field_validator("model_name", "consumer")
     @classmethod
@@ -270,6 +290,13 @@ class Settings(BaseSettings):
                 "role: role 'api' needs REDIS_URL "
                 "(a shared Redis where `streambalance worker` learns)"
             )
+        if self.api_key is None and not self.allow_unauthenticated and not is_loopback(self.host):
+            raise ValueError(
+                f"host: {self.host!r} is reachable from other machines and no API key is set, "
+                "so anyone who reaches the port could write to the model; set "
+                "STREAMBALANCE_API_KEY (or STREAMBALANCE_ALLOW_UNAUTHENTICATED=true when a "
+                "gateway in front authenticates every request)"
+            )
         if self.floor * len(self.classes) >= 1.0:
             raise ValueError(
                 f"floor: {self.floor} is too large for {len(self.classes)} classes "
@@ -318,6 +345,20 @@ class Settings(BaseSettings):
             max_features=self.max_features,
             numeric_bins=self.numeric_bins,
         )
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect to `host`.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "", "10.0.0.5")]
+    [True, True, True, False, False, False]
+    """
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
 
 
 @functools.lru_cache(maxsize=1)

@@ -86,6 +86,8 @@ BAD = [
     ({"api_key": "with a space"}, r"STREAMBALANCE_API_KEY: API key must be printable ASCII"),
     ({"api_key": "trailing-newline\n"}, r"STREAMBALANCE_API_KEY: API key must be printable"),
     ({"timestamp_max_skew_s": -1}, r"STREAMBALANCE_TIMESTAMP_MAX_SKEW_S: "),
+    ({"redis_maxmemory": "lots"}, r"STREAMBALANCE_REDIS_MAXMEMORY: must be bytes or a size"),
+    ({"redis_maxmemory_policy": "allkeys-lru"}, r"STREAMBALANCE_REDIS_MAXMEMORY_POLICY: "),
     ({"timestamp_max_age_s": 0}, r"STREAMBALANCE_TIMESTAMP_MAX_AGE_S: "),
     ({"max_feature_name_chars": 0}, r"STREAMBALANCE_MAX_FEATURE_NAME_CHARS: "),
     ({"max_feature_value_chars": 0}, r"STREAMBALANCE_MAX_FEATURE_VALUE_CHARS: "),
@@ -94,6 +96,9 @@ BAD = [
     ({"role": "learner"}, r"STREAMBALANCE_ROLE: "),
     ({"role": "api"}, r"STREAMBALANCE_ROLE: role 'api' needs REDIS_URL"),
     ({"port": 70000}, r"STREAMBALANCE_PORT: "),
+    # Audit 13: a non-loopback bind without a key takes writes from anyone who reaches it.
+    ({"host": "0.0.0.0"}, r"STREAMBALANCE_HOST: '0.0.0.0' is reachable from other machines"),
+    ({"host": "10.1.2.3"}, r"STREAMBALANCE_HOST: .*STREAMBALANCE_ALLOW_UNAUTHENTICATED"),
     ({"model_name": "a{b}"}, r"STREAMBALANCE_MODEL_NAME: "),
     ({"model_name": ""}, r"STREAMBALANCE_MODEL_NAME: "),
     ({"consumer": "has space"}, r"STREAMBALANCE_CONSUMER: "),
