@@ -11,7 +11,10 @@ thing that can go wrong in an imbalanced stream:
   their difference (its exact stationary standard deviation, see ``ema_difference_std``)
   plus a minimum ratio, so a 1% class needs a real move, not a couple of lucky events.
 * ``feature:<name>``: river's PageHinkley on sampled numeric features, standardized against
-  the feature's first ``feature_reference`` values; at most ``feature_max`` features.
+  the feature's first ``feature_reference`` values; at most ``feature_max`` features. A name
+  gets a slot once it has been seen in two sampled rows (a name that never repeats, an id
+  sent as a feature name, never does), and gives it back after ``feature_idle`` events
+  without a value, so junk names cannot hold the slots for good.
 * ``score_psi``: PSI between a reference window and a recent window of the minority-class
   score (0.1 warning, 0.25 drift, the usual credit-scoring bands).
 * ``training_health``: gradient-norm EMAs (short vs long), clip rate, skipped steps.
@@ -57,6 +60,7 @@ __all__ = [
     "psi_reference",
 ]
 
+
 def _plain_river_detectors() -> tuple[type, type]:
     from river import drift
 
@@ -80,11 +84,13 @@ def _import_river_detectors() -> tuple[type, type]:
     stand_in.__path__ = list(spec.submodule_search_locations)
     stand_in.__spec__ = spec
     sys.modules["river.drift"] = stand_in
+    adwin: types.ModuleType | None = None
+    page_hinkley: types.ModuleType | None = None
     try:
         adwin = importlib.import_module("river.drift.adwin")
         page_hinkley = importlib.import_module("river.drift.page_hinkley")
     except ImportError:  # pragma: no cover - a future river layout
-        adwin = page_hinkley = None
+        pass
     finally:
         if sys.modules.get("river.drift") is stand_in:
             del sys.modules["river.drift"]
@@ -103,6 +109,11 @@ def _floats(values: Any) -> list[float]:
     if isinstance(values, torch.Tensor):
         return values.to(torch.float64).reshape(-1).tolist()
     return [float(v) for v in values]
+
+
+# Untracked feature names remembered (seen once) while waiting for a second sighting.
+_SIGHTED_LIMIT = 4096
+
 # Numeric codes for the Prometheus gauge streambalance_drift_state{signal}.
 STATE_CODES = {OK: 0, WARNING: 1, DRIFT: 2}
 
@@ -428,8 +439,10 @@ class _FeatureSignal(_HeldSignal):
         self._ph = PageHinkley(delta=delta, threshold=threshold, alpha=1.0)
         self._ref = [0.0, 0.0, 0.0]  # Welford n, mean, M2 over the reference values
         self._level: float | None = None  # EMA of the standardized value: 0 = at reference
+        self.last_seen = 0  # event index of the last value fed
 
     def add(self, x: float, event: int, now: float) -> bool:
+        self.last_seen = event
         n, mean, m2 = self._ref
         if n < self.reference:
             n += 1.0
@@ -457,6 +470,7 @@ class _FeatureSignal(_HeldSignal):
             **self._book_state(),
             "ref": list(self._ref),
             "level": self._level,
+            "last_seen": self.last_seen,
             "ph_n": float(ph._x_mean.n),
             "ph_mean": float(ph._x_mean.get()),
             "ph_detected": bool(ph.drift_detected),
@@ -467,6 +481,7 @@ class _FeatureSignal(_HeldSignal):
         self._load_book(state)
         self._ref = [float(v) for v in state["ref"]]
         self._level = None if state["level"] is None else float(state["level"])
+        self.last_seen = int(state.get("last_seen", self.last_seen))
         ph = PageHinkley(delta=self.delta, threshold=self.threshold, alpha=1.0)
         # PageHinkley is a handful of running sums; restoring them is exact (river 0.26 names).
         ph._x_mean = type(ph._x_mean)._from_state(state["ph_n"], state["ph_mean"])
@@ -765,6 +780,7 @@ class DriftMonitor:
         feature_reference: int = 200,
         feature_delta: float = 0.25,
         feature_threshold: float = 50.0,
+        feature_idle: int = 10_000,
         psi_window: int = 1000,
         psi_warmup: int = 2000,
         psi_bins: int = 10,
@@ -783,7 +799,8 @@ class DriftMonitor:
             adwin_delta=adwin_delta, replay=replay, prior_short_half_life=prior_short_half_life,
             prior_z_warning=prior_z_warning, prior_floor=prior_floor,
             feature_sample=feature_sample, feature_reference=feature_reference,
-            feature_threshold=feature_threshold, psi_window=psi_window, psi_warning=psi_warning,
+            feature_threshold=feature_threshold, feature_idle=feature_idle,
+            psi_window=psi_window, psi_warning=psi_warning,
             grad_warning=grad_warning, clip_warning=clip_warning, skip_drift=skip_drift,
             recent_steps=recent_steps,
         )  # fmt: skip
@@ -824,7 +841,7 @@ class DriftMonitor:
         self.prior_floor = prior_floor
         self.feature_max, self.feature_sample = feature_max, feature_sample
         self.feature_reference, self.feature_delta = feature_reference, feature_delta
-        self.feature_threshold = feature_threshold
+        self.feature_threshold, self.feature_idle = feature_threshold, feature_idle
         self.psi_window, self.psi_warmup, self.psi_bins = psi_window, psi_warmup, psi_bins
         self.psi_warning, self.psi_drift = psi_warning, psi_drift
         self.grad_warning, self.grad_drift = grad_warning, grad_drift
@@ -849,6 +866,9 @@ class DriftMonitor:
             for c in self.classes
         ]  # fmt: skip
         self._features: dict[str, _FeatureSignal] = {}
+        # Untracked names seen in one sampled row so far (a second sighting earns a slot);
+        # a bounded memo, cleared when full.
+        self._sighted: set[str] = set()
         self._psi = _PsiSignal(
             self.psi_window, self.psi_warmup, self.psi_bins, self.psi_warning, self.psi_drift,
             len(self.classes),
@@ -864,8 +884,16 @@ class DriftMonitor:
         return list(self._features)
 
     def wants_feature(self, name: str) -> bool:
-        """Whether values of ``name`` would be used (lets callers skip collecting the rest)."""
-        return name in self._features or len(self._features) < self.feature_max
+        """Whether values of ``name`` could be used now (lets callers skip collecting the
+        rest): it is tracked, or a slot is free or held by an idle feature."""
+        return (
+            name in self._features
+            or len(self._features) < self.feature_max
+            or any(self._idle(signal) for signal in self._features.values())
+        )
+
+    def _idle(self, signal: _FeatureSignal) -> bool:
+        return self.events - signal.last_seen > self.feature_idle
 
     def update(
         self,
@@ -937,24 +965,45 @@ class DriftMonitor:
         fired: list[_Signal] = []
         if isinstance(feature_values, _SampledColumns):
             feature_values.read(rows)
+        for name in [name for name, s in self._features.items() if self._idle(s)]:
+            del self._features[name]  # unseen for feature_idle events: the slot is free
+        candidates: list[tuple[str, list[float], list[int]]] = []
         for name in sorted(feature_values):
             values = feature_values[name]
             if len(values) != n:
                 raise ValueError(
                     f"feature_values[{name!r}] has {len(values)} values for {n} events"
                 )
-            signal = self._features.get(name)
-            if signal is None:
-                if len(self._features) >= self.feature_max:
-                    continue
-                signal = self._features[name] = self._new_feature(name)
+            seen, xs = [], []
             for i in rows:
                 x = values[i]
-                if x is None or not math.isfinite(x):
-                    continue
-                if signal.add(float(x), base + i, now):
-                    fired.append(signal)
+                if x is not None and math.isfinite(x):
+                    seen.append(i)
+                    xs.append(float(x))
+            if not seen:
+                continue
+            signal = self._features.get(name)
+            if signal is None:
+                candidates.append((name, xs, seen))
+                continue
+            fired.extend(self._feed(signal, xs, seen, base, now))
+        # The most-seen names first; a slot needs a second sighting, in this batch or before.
+        for name, xs, seen in sorted(candidates, key=lambda c: (-len(c[2]), c[0])):
+            if len(seen) < 2 and name not in self._sighted:
+                if len(self._sighted) >= _SIGHTED_LIMIT:
+                    self._sighted.clear()
+                self._sighted.add(name)
+            elif len(self._features) < self.feature_max:
+                self._sighted.discard(name)
+                signal = self._features[name] = self._new_feature(name)
+                fired.extend(self._feed(signal, xs, seen, base, now))
         return fired
+
+    @staticmethod
+    def _feed(
+        signal: _FeatureSignal, xs: list[float], seen: list[int], base: int, now: float
+    ) -> list[_Signal]:
+        return [signal for x, i in zip(xs, seen, strict=True) if signal.add(x, base + i, now)]
 
     def _new_feature(self, name: str) -> _FeatureSignal:
         return _FeatureSignal(
@@ -1024,6 +1073,8 @@ class DriftMonitor:
             prior.load_state_dict(sub)
         for name, sub in state["features"].items():
             feature = self._features[name] = self._new_feature(name)
+            # Snapshots before slots were released have no last_seen: count from now.
+            feature.last_seen = self.events
             feature.load_state_dict(sub)
         self._psi.load_state_dict(state["psi"])
         self._health.load_state_dict(state["health"])

@@ -19,12 +19,25 @@ Encoding, per ``name: value`` pair:
 
 ``n_inputs`` is ``2 ** n_bits``; there is no reserved slot (an event with no features is an
 empty bag, which EmbeddingBag maps to zeros, so the network's bias alone decides it).
+
+State is bounded by the configuration, not by the traffic. The running statistics live per
+hashed slot, in one float64 table of ``2 ** stats_bits`` rows (count, mean, m2), with
+``stats_bits = min(n_bits, STATS_MAX_BITS)``: a numeric feature's statistics row is its
+weight slot, so two names share statistics only where they already share a weight (or,
+above 2**20 slots, where their slots agree in the low 20 bits). A client that sends ids as
+feature names fills slots, never memory; the snapshot stores the rows in use only. The
+hash caches are bounded in entries and key length and cleared when full; the distinct
+names learned from are counted by a HyperLogLog sketch (``distinct_names``).
+
+What one value can do to the statistics is capped: the value folded into them is clamped to
+``+-STATS_MAX_ABS``, and, once a slot has ``WINSOR_MIN_COUNT`` values and a spread, to
+``CLIP`` standard deviations around the mean the slot had before the batch. The value
+itself is standardized unclamped (then clipped to ``+-CLIP``), as before.
 """
 
 from __future__ import annotations
 
 import array
-import hashlib
 import math
 import operator
 from collections.abc import Mapping, Sequence
@@ -34,9 +47,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.sketch import DistinctCounter, digest64
+
 __all__ = [
     "BIN_RANGE",
     "CLIP",
+    "STATS_MAX_ABS",
+    "STATS_MAX_BITS",
+    "WINSOR_MIN_COUNT",
     "FeatureBatch",
     "FeatureError",
     "HashingFeaturizer",
@@ -68,11 +86,28 @@ def bin_index(z: float, n_bins: int) -> int:
 # encodings (``transform_pair``) shares one reading, so it pays from fewer events.
 VECTOR_MIN_EVENTS = 24
 VECTOR_MIN_EVENTS_PAIR = 16
-_COLUMN_MAX_ABS = 1e100
 
-# High-cardinality string values would grow the hash cache without bound; it is only a
-# cache, so it is simply cleared when it gets this large.
-_CACHE_LIMIT = 1 << 20
+# The statistics table has at most 2**20 rows (24 MiB); above that, slots share rows by
+# their low 20 bits. Below it, a feature's row is its weight slot.
+STATS_MAX_BITS = 20
+
+# A value folded into the statistics is clamped to this magnitude: squares and sums of
+# squares of such values stay finite (a 1e200 made Welford's m2 infinite, and the feature
+# standardized to 0 for ever), in the scalar recurrence and in the column path's sums.
+STATS_MAX_ABS = 1e100
+
+# From this many values on (and with a spread), a value enters the statistics clamped to
+# CLIP standard deviations of the slot's pre-batch mean: the model never sees a value
+# further out than that either, and one wild value moves the mean by at most CLIP / n
+# standard deviations instead of setting it.
+WINSOR_MIN_COUNT = 30
+
+# The hash caches are only caches: bounded in entries (and keys longer than
+# _CACHE_KEY_MAX_LEN are hashed every time, never kept), cleared when full. A cleared
+# cache costs one re-hash per key still in use.
+_CACHE_LIMIT = 1 << 16
+_CACHE_KEY_MAX_LEN = 256
+_BIN_CACHE_LIMIT = 1 << 14
 
 
 class FeatureError(ValueError):
@@ -100,8 +135,7 @@ def stable_hash(key: str, n_bits: int) -> int:
     >>> 0 <= stable_hash("mcc=5411", 4) < 16
     True
     """
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << n_bits) - 1)
+    return digest64(key) & ((1 << n_bits) - 1)
 
 
 _DTYPES = {"q": torch.int64, "f": torch.float32}
@@ -168,20 +202,39 @@ def _feature_batch(indices: np.ndarray, offsets: np.ndarray, weights: np.ndarray
     )
 
 
+_NO_INDEX = np.empty(0, dtype=np.int64)
+
+
 class _Columns:
     """A batch read by ``HashingFeaturizer._gather``: what does not depend on the numbers'
     statistics, so one reading serves both encodings of a labeled batch."""
 
-    __slots__ = ("fixed_index", "fixed_weight", "gid", "names", "offsets", "where", "x")
+    __slots__ = (
+        "bin_slots",
+        "fixed_index",
+        "fixed_weight",
+        "gid",
+        "group_rows",
+        "names",
+        "nid",
+        "offsets",
+        "value_slots",
+        "where",
+        "x",
+    )
 
     def __init__(self, n_events: int) -> None:
         self.offsets = np.zeros(n_events, dtype=np.int64)  # each event's first entry
         self.where = np.empty(0, dtype=np.int64)  # entry position of each part's element
         self.fixed_index: np.ndarray | None = None  # string / boolean slots, their weights
         self.fixed_weight: np.ndarray | None = None
-        self.x: np.ndarray | None = None  # the numbers, their columns, the columns' names
-        self.gid: np.ndarray | None = None
-        self.names: list[str] = []
+        self.x: np.ndarray | None = None  # the numbers (None: there are none)
+        self.nid = _NO_INDEX  # each number's name (in ``names``)
+        self.gid = _NO_INDEX  # each number's statistics group
+        self.group_rows = _NO_INDEX  # each group's row of the stats table
+        self.value_slots = _NO_INDEX  # each number's weight slot
+        self.bin_slots: np.ndarray | None = None  # per name, its bins' slots [names, B]
+        self.names: list[str] = []  # numeric names, then the batch's other names
 
 
 class _Plan:
@@ -195,7 +248,8 @@ class _Plan:
         "boolean_slots",
         "fixed_is_string",
         "fixed_rel",
-        "num_gid",
+        "names",
+        "num_nid",
         "num_rel",
         "numbers",
         "size",
@@ -206,22 +260,22 @@ class _Plan:
         self,
         index: int,
         size: int,
+        names: list[str],
         num_rel: list[int],
-        num_gid: list[int],
+        num_nid: list[int],
         strings: list[tuple[int, str]],
         booleans: list[tuple[int, int]],
     ) -> None:
         self.index = index  # in the batch's list of plans
         self.size = size
+        self.names = names  # of the values that are not None, in order
         self.num_rel = np.array(num_rel, dtype=np.int64)
-        self.num_gid = np.array(num_gid, dtype=np.intp)
+        self.num_nid = np.array(num_nid, dtype=np.intp)
         self.strings = strings  # (position, "name=") per string value
         self.boolean_rel = [rel for rel, _ in booleans]
         self.boolean_slots = np.array([slot for _, slot in booleans], dtype=np.int64)
         self.fixed_rel = np.array([rel for rel, _ in strings] + self.boolean_rel, dtype=np.int64)
-        self.fixed_is_string = np.array(
-            [True] * len(strings) + [False] * len(booleans), dtype=bool
-        )
+        self.fixed_is_string = np.array([True] * len(strings) + [False] * len(booleans), dtype=bool)
         self.numbers: Any = None  # values -> the numbers among them, in order
         if len(num_rel) == 1:
             only = num_rel[0]
@@ -231,25 +285,28 @@ class _Plan:
 
     @staticmethod
     def of(
-        index: int, names: tuple, types: tuple, gids: dict[str, int], slot_of: Any
+        index: int, names: tuple, types: tuple, nids: dict[str, int], slot_of: Any
     ) -> _Plan | None:
         num_rel: list[int] = []
-        num_gid: list[int] = []
+        num_nid: list[int] = []
         strings: list[tuple[int, str]] = []
         booleans: list[tuple[int, int]] = []
+        present: list[str] = []
         for rel, (name, t) in enumerate(zip(names, types, strict=True)):
             if type(name) is not str:
                 return None
+            if t is not type(None):
+                present.append(name)
             if t is float or t is int:
                 num_rel.append(rel)
-                num_gid.append(gids.setdefault(name, len(gids)))
+                num_nid.append(nids.setdefault(name, len(nids)))
             elif t is str:
                 strings.append((rel, name + "="))
             elif t is bool:
                 booleans.append((rel, slot_of(name)))
             elif t is not type(None):
                 return None
-        return _Plan(index, len(names), num_rel, num_gid, strings, booleans)
+        return _Plan(index, len(names), present, num_rel, num_nid, strings, booleans)
 
 
 class HashingFeaturizer:
@@ -263,6 +320,8 @@ class HashingFeaturizer:
     Traceback (most recent call last):
     ...
     models.features.FeatureError: feature 'amount': value is not finite (nan)
+    >>> round(f.distinct_names), f.stats_rows_used
+    (2, 1)
     """
 
     def __init__(self, n_bits: int = 18, max_features: int = 1000, numeric_bins: int = 0) -> None:
@@ -280,30 +339,52 @@ class HashingFeaturizer:
         self.max_features = max_features
         self.numeric_bins = numeric_bins
         self.n_inputs = 1 << n_bits
+        self.stats_bits = min(n_bits, STATS_MAX_BITS)
         self._reset()
 
     def _reset(self) -> None:
-        # name -> [count, mean, m2] (Welford); a list so the hot loop mutates it in place.
-        self._stats: dict[str, list[float]] = {}
+        # Row r of the statistics: (count, mean, m2) of the values whose slot's low
+        # stats_bits bits are r, Welford's recurrence. A flat C array of doubles: the
+        # scalar path reads it as cheaply as a list, numpy views it without a copy.
+        self._stats = array.array("d", bytes(24 << self.stats_bits))
+        self._table = np.frombuffer(self._stats, dtype=np.float64).reshape(-1, 3)
+        self._stats_mask = (1 << self.stats_bits) - 1
         self._slots: dict[str, int] = {}
         # name -> slot of each numeric bin, hashed once per name
         self._bin_slots: dict[str, list[int]] = {}
+        self._names = DistinctCounter()
+        self._noted: set[str] = set()  # names already in the sketch (a bounded memo)
 
     # -- hashing -----------------------------------------------------------------------
     def _slot(self, key: str) -> int:
         slot = self._slots.get(key)
         if slot is None:
-            if len(self._slots) >= _CACHE_LIMIT:
-                self._slots.clear()
-            slot = self._slots[key] = stable_hash(key, self.n_bits)
+            slot = stable_hash(key, self.n_bits)
+            if len(key) <= _CACHE_KEY_MAX_LEN:
+                if len(self._slots) >= _CACHE_LIMIT:
+                    self._slots.clear()
+                self._slots[key] = slot
         return slot
 
     def _bins_of(self, name: str) -> list[int]:
-        if len(self._bin_slots) >= _CACHE_LIMIT:
-            self._bin_slots.clear()
-        bins = [stable_hash(f"{name}#{k}", self.n_bits) for k in range(self.numeric_bins)]
-        self._bin_slots[name] = bins
+        bins = self._bin_slots.get(name)
+        if bins is None:
+            bins = [stable_hash(f"{name}#{k}", self.n_bits) for k in range(self.numeric_bins)]
+            if len(name) <= _CACHE_KEY_MAX_LEN:
+                if len(self._bin_slots) >= _BIN_CACHE_LIMIT:
+                    self._bin_slots.clear()
+                self._bin_slots[name] = bins
         return bins
+
+    def _note_names(self, names: list[str]) -> None:
+        """Count names learned from in the sketch (each once per life of the memo)."""
+        noted = self._noted
+        for name in names:
+            if name not in noted:
+                if len(noted) >= _CACHE_LIMIT:
+                    noted.clear()
+                noted.add(name)
+                self._names.add(name)
 
     # -- validation --------------------------------------------------------------------
     def validate(self, features: Mapping[str, object]) -> None:
@@ -368,30 +449,39 @@ class HashingFeaturizer:
     ) -> tuple[list[int], list[int], list[float]]:
         """``transform`` as plain lists (indices, offsets, weights), no tensors built: the
         serving fast path of small batches skips torch entirely."""
-        touched: dict[str, list[float] | None] | None = {} if update else None
+        # statistics row -> (count, mean, m2) before the batch, and its clamp bounds
+        touched: dict[int, tuple[float, ...]] | None = {} if update else None
+        fresh: list[str] = []
         try:
-            return self._encode(batch, touched)
+            encoded = self._encode(batch, touched, fresh)
         except FeatureError:
             if touched:
-                for name, old in touched.items():
-                    if old is None:
-                        del self._stats[name]
-                    else:
-                        self._stats[name] = old
+                stats = self._stats
+                for row, before in touched.items():
+                    stats[row], stats[row + 1], stats[row + 2] = before[:3]
             raise
+        if fresh:
+            self._note_names(fresh)
+        return encoded
 
     def _encode(
-        self, batch: Sequence[Mapping[str, Any]], touched: dict | None
+        self, batch: Sequence[Mapping[str, Any]], touched: dict | None, fresh: list[str]
     ) -> tuple[list[int], list[int], list[float]]:
+        """The scalar encoder. With ``touched`` (learning) it records, per statistics row
+        it moves, the row before the batch and the row's clamp bounds for this batch; names
+        not yet in the sketch's memo go to ``fresh``."""
         indices: list[int] = []
         weights: list[float] = []
         offsets: list[int] = []
         slots = self._slots
         stats = self._stats
+        mask = self._stats_mask
+        noted = self._noted
         max_features = self.max_features
         n_bins = self.numeric_bins
         bin_slots = self._bin_slots
         isfinite = math.isfinite
+        sqrt = math.sqrt
         two_range = 2.0 * BIN_RANGE
         last_bin = n_bins - 1
         for features in batch:
@@ -410,29 +500,46 @@ class HashingFeaturizer:
                     x = float(value) if t is float else _int_to_float(name, value)
                     if not isfinite(x):
                         raise FeatureError(name, f"value is not finite ({x})")
-                    st = stats.get(name)
+                    slot = slots.get(name)
+                    if slot is None:
+                        slot = self._slot(name)
+                    row = 3 * (slot & mask)
+                    count, mean, m2 = stats[row], stats[row + 1], stats[row + 2]
                     if touched is not None:
-                        if name not in touched:
-                            touched[name] = None if st is None else list(st)
-                        if st is None:
-                            st = stats[name] = [0.0, 0.0, 0.0]
-                        n = st[0] + 1.0
-                        delta = x - st[1]
-                        mean = st[1] + delta / n
-                        st[0], st[1], st[2] = n, mean, st[2] + delta * (x - mean)
-                    if st is None or st[0] < 2.0:
+                        if name not in noted:
+                            fresh.append(name)
+                        before = touched.get(row)
+                        if before is None:
+                            # _clamp_bounds for one row, inlined (same arithmetic)
+                            low, high = -STATS_MAX_ABS, STATS_MAX_ABS
+                            if count >= WINSOR_MIN_COUNT and m2 > 0.0:
+                                reach = CLIP * sqrt(m2 / count)
+                                low, high = mean - reach, mean + reach
+                                if low < -STATS_MAX_ABS:
+                                    low = -STATS_MAX_ABS
+                                if high > STATS_MAX_ABS:
+                                    high = STATS_MAX_ABS
+                            touched[row] = (count, mean, m2, low, high)
+                        else:
+                            _, _, _, low, high = before
+                        xs = x if low <= x <= high else (low if x < low else high)
+                        count += 1.0
+                        delta = xs - mean
+                        mean += delta / count
+                        m2 += delta * (xs - mean)
+                        stats[row] = count
+                        stats[row + 1] = mean
+                        stats[row + 2] = m2
+                    if count < 2.0:
                         # No spread known yet: centre if we can, never divide by zero.
-                        z = x - st[1] if st is not None else x
+                        z = x - mean if count > 0.0 else x
                     else:
-                        var = st[2] / st[0]
-                        z = (x - st[1]) / math.sqrt(var) if var > 0.0 else x - st[1]
+                        var = m2 / count
+                        z = (x - mean) / sqrt(var) if var > 0.0 else x - mean
                     if z > CLIP:
                         z = CLIP
                     elif z < -CLIP:
                         z = -CLIP
-                    slot = slots.get(name)
-                    if slot is None:
-                        slot = self._slot(name)
                     indices.append(slot)
                     weights.append(z)
                     if n_bins:
@@ -454,6 +561,8 @@ class HashingFeaturizer:
                         slot = self._slot(key)
                     indices.append(slot)
                     weights.append(1.0)
+                    if touched is not None and name not in noted:
+                        fresh.append(name)
                 elif value is None:
                     if type(name) is not str:
                         _check_value(name, value)
@@ -462,15 +571,18 @@ class HashingFeaturizer:
                     kind, x = _check_value(name, value)
                     if kind == "num":
                         # A numeric subclass (e.g. numpy.float64): re-run as a plain number.
-                        sub_indices, _, sub_weights = self._encode([{name: x}], touched)
+                        sub_indices, _, sub_weights = self._encode([{name: x}], touched, fresh)
                         indices.extend(sub_indices)
                         weights.extend(sub_weights)
-                    elif kind == "str":
+                        continue
+                    if kind == "str":
                         indices.append(self._slot(f"{name}={x}"))
                         weights.append(1.0)
                     elif kind == "bool":
                         indices.append(self._slot(name))
                         weights.append(x)
+                    if touched is not None and name not in noted:
+                        fresh.append(name)
         return indices, offsets, weights
 
     def _encode_columns(
@@ -498,7 +610,7 @@ class HashingFeaturizer:
         float, bool and None with finite numbers: ``_encode`` handles (and names) the rest.
         """
         max_features = self.max_features
-        gids: dict[str, int] = {}  # numeric name -> its column in this batch
+        nids: dict[str, int] = {}  # numeric name -> its index in this batch
         plans: dict[tuple, _Plan] = {}
         plan_list: list[_Plan] = []
         event_plans: list[int] = []  # per event: its plan's index in plan_list
@@ -520,7 +632,7 @@ class HashingFeaturizer:
                 signature = (names, types)
                 plan = plans.get(signature)
                 if plan is None:
-                    plan = _Plan.of(len(plan_list), names, types, gids, slot_of)
+                    plan = _Plan.of(len(plan_list), names, types, nids, slot_of)
                     if plan is None:
                         return None
                     plans[signature] = plan
@@ -563,13 +675,20 @@ class HashingFeaturizer:
                 layout.x = np.array(numbers, dtype=np.float64)
             except OverflowError:  # an int beyond float range: _encode names it
                 return None
-            # Not finite: _encode names it. Beyond 1e100, S2 - S1**2 / n could become
-            # inf - inf = NaN, and NaN stats would poison every later value of the feature;
-            # Welford's recurrence (in _encode) at worst reaches infinity.
-            if not (np.abs(layout.x) <= _COLUMN_MAX_ABS).all():
+            if not np.isfinite(layout.x).all():  # _encode names it
                 return None
-            num_event, layout.gid = _per_event(plan_of, [p.num_gid for p in plan_list])
-            layout.names = list(gids)
+            num_event, layout.nid = _per_event(plan_of, [p.num_nid for p in plan_list])
+            numeric = list(nids)
+            name_slots = np.array([slot_of(name) for name in numeric], dtype=np.int64)
+            # Names that share a statistics row form one group, in event order (as _encode
+            # folds them one after the other into the same row).
+            layout.group_rows, gid_of_name = np.unique(
+                name_slots & self._stats_mask, return_inverse=True
+            )
+            layout.gid = gid_of_name.reshape(-1)[layout.nid]
+            layout.value_slots = name_slots[layout.nid]
+            if self.numeric_bins:
+                layout.bin_slots = np.array([self._bins_of(n) for n in numeric], dtype=np.int64)
             _, num_rel = _per_event(plan_of, [p.num_rel for p in plan_list])
             num_key = 2 * (first[num_event] + num_rel)
             parts_event.append(num_event)
@@ -577,6 +696,7 @@ class HashingFeaturizer:
             if self.numeric_bins:
                 parts_event.append(num_event)
                 parts_key.append(num_key + 1)
+        layout.names = list(dict.fromkeys(name for p in plan_list for name in p.names))
         if parts_key:
             keys = np.concatenate(parts_key)
             occupied = np.zeros(2 * int(first[-1]), dtype=np.int64)
@@ -594,23 +714,23 @@ class HashingFeaturizer:
         n_entries = len(layout.where)
         parts_index: list[np.ndarray] = []
         parts_weight: list[np.ndarray] = []
-        if layout.fixed_index is not None:
+        if layout.fixed_index is not None and layout.fixed_weight is not None:
             parts_index.append(layout.fixed_index)
             parts_weight.append(layout.fixed_weight)
         if layout.x is not None:
-            gid = layout.gid
-            standardized = self._standardize_columns(layout.names, gid, layout.x, update)
-            if standardized is None:
+            z = self._standardize_columns(layout.group_rows, layout.gid, layout.x, update)
+            if z is None:
                 return None
-            z, name_slots, bin_slots = standardized
-            parts_index.append(name_slots[gid])
+            parts_index.append(layout.value_slots)
             parts_weight.append(z)
-            if bin_slots is not None:
+            if layout.bin_slots is not None:
                 n_bins = self.numeric_bins
                 k = ((z + BIN_RANGE) * n_bins / (2.0 * BIN_RANGE)).astype(np.int64)  # int()
                 np.clip(k, 0, n_bins - 1, out=k)
-                parts_index.append(bin_slots[gid, k])
+                parts_index.append(layout.bin_slots[layout.nid, k])
                 parts_weight.append(np.ones(len(z)))
+        if update:
+            self._note_names(layout.names)
         indices = np.empty(n_entries, dtype=np.int64)
         weights = np.empty(n_entries, dtype=np.float32)
         if n_entries:
@@ -619,33 +739,32 @@ class HashingFeaturizer:
         return indices, layout.offsets.copy(), weights
 
     def _standardize_columns(
-        self, names: list[str], gid: np.ndarray, x: np.ndarray, update: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-        """Clipped z of every value ``x`` of column ``gid`` (a name of ``names``), the slot of
-        each name and, with numeric bins, each name's bin slots [G, B]. With ``update`` the
-        names' stats move as in ``_encode``; None (nothing changed) when the columns are too
-        ragged for the dense running sums to pay."""
-        stats = self._stats
-        n_names = len(names)
-        prior = [stats.get(name) for name in names]
-        n0 = np.array([0.0 if st is None else st[0] for st in prior])
-        mean0 = np.array([0.0 if st is None else st[1] for st in prior])
-        m2_0 = np.array([0.0 if st is None else st[2] for st in prior])
+        self, rows: np.ndarray, gid: np.ndarray, x: np.ndarray, update: bool
+    ) -> np.ndarray | None:
+        """Clipped z of every value ``x`` of group ``gid`` (statistics row ``rows[gid]``).
+        With ``update`` the rows move as in ``_encode``; None (nothing changed) when the
+        groups are too ragged for the dense running sums to pay."""
+        table = self._table
+        before = table[rows]  # a copy: [groups, (count, mean, m2)]
+        n0, mean0, m2_0 = before[:, 0], before[:, 1], before[:, 2]
+        n_groups = len(rows)
         if update:
-            counts = np.bincount(gid, minlength=n_names)
+            counts = np.bincount(gid, minlength=n_groups)
             longest = int(counts.max())
-            # Running sums go through a dense [names, longest] matrix: fine while most
+            # Running sums go through a dense [groups, longest] matrix: fine while most
             # names appear in most events, wasteful for thousands of one-off names.
-            if n_names * longest > 4 * len(x) + 4096:
+            if n_groups * longest > 4 * len(x) + 4096:
                 return None
-            order = np.argsort(gid, kind="stable")  # each name's values, in event order
+            low, high = _clamp_bounds(n0, mean0, m2_0)
+            order = np.argsort(gid, kind="stable")  # each group's values, in event order
             g = gid[order]
-            xs = x[order]
+            xr = x[order]
+            xs = np.minimum(np.maximum(xr, low[g]), high[g])  # what the statistics see
             starts = np.cumsum(counts) - counts
             pos = np.arange(len(xs)) - starts[g]
             shift = np.where(n0 > 0.0, mean0, xs[starts])
             d = xs - shift[g]
-            dense = np.zeros((n_names, longest))
+            dense = np.zeros((n_groups, longest))
             dense[g, pos] = d
             s1 = np.cumsum(dense, axis=1)[g, pos]
             dense[g, pos] = d * d
@@ -655,13 +774,11 @@ class HashingFeaturizer:
             m2 = np.maximum(m2_0[g] + s2 - s1 * s1 / n, 0.0)
             var = m2 / n
             scale = np.where((n >= 2.0) & (var > 0.0), np.sqrt(np.where(var > 0.0, var, 1.0)), 1.0)
-            z_sorted = (xs - mean) / scale
+            z_sorted = (xr - mean) / scale
             z = np.empty_like(z_sorted)
             z[order] = z_sorted
             last = starts + counts - 1
-            finals = zip(n[last].tolist(), mean[last].tolist(), m2[last].tolist(), strict=True)
-            for name, (count, mean_now, m2_now) in zip(names, finals, strict=True):
-                stats[name] = [count, mean_now, m2_now]
+            table[rows] = np.stack([n[last], mean[last], m2[last]], axis=1)
         else:
             known = n0 > 0.0
             spread = known & (n0 >= 2.0) & (m2_0 / np.where(known, n0, 1.0) > 0.0)
@@ -670,48 +787,60 @@ class HashingFeaturizer:
             z = x - mean0[gid]
             z = np.where(spread[gid], z / np.sqrt(var)[gid], z)
         np.clip(z, -CLIP, CLIP, out=z)
-        slot_of = self._slot
-        name_slots = np.array([slot_of(name) for name in names], dtype=np.int64)
-        bin_slots = None
-        if self.numeric_bins:
-            cached = self._bin_slots
-            bin_slots = np.array(
-                [cached.get(name) or self._bins_of(name) for name in names], dtype=np.int64
-            )
-        return z, name_slots, bin_slots
+        return z
 
     # -- introspection -----------------------------------------------------------------
     def standardize(self, name: str, value: float) -> float:
         """The clipped standardized value of numeric feature ``name`` under current stats."""
-        st = self._stats.get(name)
-        if st is None:
+        count, mean, m2 = self._table[stable_hash(name, self.n_bits) & self._stats_mask].tolist()
+        if count == 0.0:
             z = float(value)
-        elif st[0] < 2.0 or st[2] <= 0.0:
-            z = float(value) - st[1]
+        elif count < 2.0 or m2 <= 0.0:
+            z = float(value) - mean
         else:
-            z = (float(value) - st[1]) / math.sqrt(st[2] / st[0])
+            z = (float(value) - mean) / math.sqrt(m2 / count)
         return max(-CLIP, min(CLIP, z))
 
     @property
-    def numeric_names(self) -> list[str]:
-        """Names of the numeric features seen while learning, in first-seen order."""
-        return list(self._stats)
+    def distinct_names(self) -> float:
+        """Estimated number of distinct feature names learned from (HyperLogLog, about 1.6%
+        standard error), numbers, strings and booleans alike: a client that sends ids as
+        feature names shows here, while the statistics stay bounded."""
+        return self._names.estimate()
+
+    @property
+    def stats_rows_used(self) -> int:
+        """Rows of the statistics table holding a numeric feature's values (of
+        ``2 ** stats_bits``): how full the hashed space of numeric names is."""
+        return int(np.count_nonzero(self._table[:, 0]))
+
+    @property
+    def max_state_rows(self) -> int:
+        """The most statistics rows a snapshot can hold: ``2 ** stats_bits`` (32 bytes each
+        at most, with the row index), whatever the traffic."""
+        return 1 << self.stats_bits
 
     # -- state -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """``{"n_bits": int, "max_features": int, "numeric_bins": int, "names": [str],
-        "stats": float64 [F, 3]}``.
+        """``{"n_bits": int, "max_features": int, "numeric_bins": int, "stats_bits": int,
+        "rows": int64 [R], "stats": float64 [R, 3], "names_sketch": DistinctCounter state}``.
 
-        ``stats`` rows are (count, mean, m2) for ``names`` in order.
+        ``stats`` holds (count, mean, m2) of the statistics rows in use, ``rows`` their
+        indices (ascending): R is at most ``2 ** stats_bits``, and a stream with a few
+        dozen numeric features stores a few dozen rows.
+
+        Snapshots written before statistics were per slot hold ``"names": [str]`` and
+        per-name ``"stats"`` instead; ``load_state_dict`` folds them into rows.
         """
-        names = list(self._stats)
-        rows = [self._stats[n] for n in names]
+        used = np.flatnonzero(self._table[:, 0])
         return {
             "n_bits": self.n_bits,
             "max_features": self.max_features,
             "numeric_bins": self.numeric_bins,
-            "names": names,
-            "stats": torch.tensor(rows, dtype=torch.float64).reshape(len(rows), 3),
+            "stats_bits": self.stats_bits,
+            "rows": torch.from_numpy(used.astype(np.int64)),
+            "stats": torch.from_numpy(self._table[used].copy()),
+            "names_sketch": self._names.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -728,8 +857,67 @@ class HashingFeaturizer:
             )
         self.max_features = int(state.get("max_features", self.max_features))
         self._reset()
-        rows = state["stats"].tolist()
-        self._stats = {name: list(row) for name, row in zip(state["names"], rows, strict=True)}
+        if "names" in state:  # per-name statistics: fold them into their rows
+            self._load_per_name(list(state["names"]), state["stats"].tolist())
+            return
+        stats_bits = int(state["stats_bits"])
+        if stats_bits != self.stats_bits:
+            raise ValueError(
+                f"snapshot stats_bits={stats_bits!r} does not match featurizer "
+                f"stats_bits={self.stats_bits}"
+            )
+        rows = state["rows"].to(torch.int64).numpy()
+        stats = state["stats"].to(torch.float64).numpy().reshape(-1, 3)
+        fits = len(rows) == 0 or (0 <= rows.min() and rows.max() < len(self._table))
+        if len(rows) != len(stats) or not fits:
+            raise ValueError("snapshot statistics rows do not fit this featurizer")
+        self._table[rows] = stats
+        self._names.load_state_dict(state["names_sketch"])
+
+    def _load_per_name(self, names: list[str], stats: list[list[float]]) -> None:
+        """Old snapshots: per-name (count, mean, m2), merged per row (Chan et al.'s
+        pairwise update) where names share one, and the names counted in the sketch."""
+        for name, (count, mean, m2) in zip(names, stats, strict=True):
+            row = self._table[stable_hash(name, self.n_bits) & self._stats_mask]
+            row[:] = _merge_moments(row.tolist(), [count, mean, m2])
+            self._names.add(name)
+            self._noted.add(name)
+
+
+def _merge_moments(a: list[float], b: list[float]) -> list[float]:
+    """(count, mean, m2) of two sets of values together (Chan, Golub and LeVeque).
+
+    >>> _merge_moments([2.0, 1.0, 2.0], [2.0, 3.0, 2.0])  # {0, 2} and {2, 4}
+    [4.0, 2.0, 8.0]
+    >>> _merge_moments([0.0, 0.0, 0.0], [3.0, 5.0, 1.5])
+    [3.0, 5.0, 1.5]
+    """
+    na, ma, m2a = a
+    nb, mb, m2b = b
+    n = na + nb
+    if n == 0.0:
+        return [0.0, 0.0, 0.0]
+    delta = mb - ma
+    return [n, ma + delta * nb / n, m2a + m2b + delta * delta * na * nb / n]
+
+
+def _clamp_bounds(
+    count: np.ndarray, mean: np.ndarray, m2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds of the values each statistics row takes in a batch, from the row before
+    the batch: ``+-STATS_MAX_ABS``, narrowed to ``mean +- CLIP std`` once the row has
+    ``WINSOR_MIN_COUNT`` values and a spread. ``_encode`` inlines the same arithmetic.
+
+    >>> low, high = _clamp_bounds(np.array([0.0, 100.0]), np.array([0.0, 5.0]),
+    ...                           np.array([0.0, 400.0]))  # the second: std 2
+    >>> low.tolist(), high.tolist()
+    ([-1e+100, -15.0], [1e+100, 25.0])
+    """
+    wide = (count >= WINSOR_MIN_COUNT) & (m2 > 0.0)
+    reach = CLIP * np.sqrt(np.where(wide, m2, 0.0) / np.where(wide, count, 1.0))
+    low = np.where(wide, np.maximum(mean - reach, -STATS_MAX_ABS), -STATS_MAX_ABS)
+    high = np.where(wide, np.minimum(mean + reach, STATS_MAX_ABS), STATS_MAX_ABS)
+    return low, high
 
 
 def _int_to_float(name: object, value: int) -> float:

@@ -25,11 +25,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from models.features import FeatureBatch, HashingFeaturizer
+from models import analytic, kernels
+from models.features import VECTOR_MIN_EVENTS, FeatureBatch, HashingFeaturizer
 from models.networks import NETWORKS, LogisticRegression, build_network
-from models.strategies import StepContext, Strategy, build_strategy
+from models.strategies import (
+    BatchNormalized,
+    LogitAdjusted,
+    StepContext,
+    Strategy,
+    build_strategy,
+)
 
 # Feature dicts, or their encoding when the caller has it already (a labeled batch's pair
 # from ``HashingFeaturizer.transform_pair``, read once for both uses).
@@ -142,6 +148,19 @@ class OnlineLearner:
             self.optimizer = SparseDenseAdam(self.network, lr=self.lr)
         # Strategy randomness (oob's Poisson draws); part of the snapshot so runs replay.
         self.generator = torch.Generator().manual_seed(seed + 1)
+        # Views of the parameters for the prediction kernels: they follow every in-place
+        # update (the optimizers' and load_state_dict's copy_), so they are made once.
+        self._weights = kernels.export_weights(self.network)
+        self._params = [p for p in self.network.parameters() if p.requires_grad]
+        # Gradients in closed form where they equal autograd's: a logistic regression with
+        # a strategy whose loss is a weighted cross-entropy (models.analytic).
+        cls = type(self.strategy)
+        self._analytic = (
+            isinstance(self.network, LogisticRegression)
+            and not self.strategy.requires_per_class_grads
+            and cls.event_loss in (Strategy.event_loss, LogitAdjusted.event_loss)
+            and cls.reduce in (Strategy.reduce, BatchNormalized.reduce)
+        )
         self._reset()
 
     def _reset(self) -> None:
@@ -174,32 +193,26 @@ class OnlineLearner:
 
     def predict_proba(self, features: Events) -> np.ndarray:
         """The model's own softmax [B, K] (float64). Not calibrated: for strategies that
-        reweight classes the caller divides by ``calibration_factors`` and renormalizes."""
-        if len(features) and isinstance(self.network, LogisticRegression):
-            return self._logreg_proba(features)
-        return torch.softmax(self.logits(features).to(torch.float64), dim=1).numpy()
+        reweight classes the caller divides by ``calibration_factors`` and renormalizes.
 
-    def _logreg_proba(self, features: Events) -> np.ndarray:
-        """``predict_proba`` of a logistic regression, minus the module overhead.
-
-        The same kernel on the same inputs (``F.embedding_bag`` on the layer's weight, then
-        ``+ bias`` and a float64 softmax: what ``LogisticRegression.forward`` computes), but
-        without the module dispatch and the ``eval()`` walk over submodules: for one event
-        those cost more than the arithmetic. The layer has no train/eval-dependent part, so
-        its mode is left as it is. ``tests/unit/test_fast_predict.py`` checks it equals the
-        torch module path bit for bit.
+        Computed by ``models.kernels`` from the parameters as numpy arrays, without autograd
+        or module dispatch; equal to the network module's softmax to 1e-6
+        (tests/unit/test_fast_predict.py). Featurizing never updates statistics here.
         """
-        batch = self._encoded(features, update=False)
-        with torch.inference_mode():
-            out = F.embedding_bag(
-                batch.indices,
-                self.network.linear.weight,
-                batch.offsets,
-                mode="sum",
-                per_sample_weights=batch.weights,
-            )
-            logits = out + self.network.bias
-            return torch.softmax(logits.to(torch.float64), dim=1).numpy()
+        if not len(features):
+            return np.zeros((0, self.n_classes))
+        if isinstance(features, FeatureBatch):
+            arrays = (features.indices.numpy(), features.offsets.numpy(), features.weights.numpy())
+            return kernels.predict_proba(self._weights, *arrays)
+        if len(features) >= VECTOR_MIN_EVENTS:
+            batch = self.featurizer.transform(features)
+            return self.predict_proba(batch)
+        return kernels.predict_proba(self._weights, *self.featurizer.encode(features))
+
+    def export_weights(self) -> dict[str, np.ndarray]:
+        """The network's parameters as named numpy views (see ``models.kernels``): what a
+        serving process needs to predict, without torch's modules."""
+        return kernels.export_weights(self.network)
 
     def calibration_factors(
         self,
@@ -254,6 +267,9 @@ class OnlineLearner:
         if batch.size == 0:
             return StepStats(0.0, [0.0] * k, [0.0] * k, 0.0, False, False, 0)
 
+        params = self._params
+        if self._analytic:
+            return self._analytic_step(batch, y, ctx, params)
         if not self.network.training:
             self.network.train()
         logits = self.network(batch)
@@ -263,7 +279,6 @@ class OnlineLearner:
         per_class_loss = _per_class_mean(raw.detach(), y, k)
         loss = float(total.detach())
 
-        params = [p for p in self.network.parameters() if p.requires_grad]
         clipped = False
         if not math.isfinite(loss):
             return self._skip(loss, per_class_loss, math.nan, batch.size)
@@ -275,9 +290,24 @@ class OnlineLearner:
         else:
             logit_grad, *grads = torch.autograd.grad(total, [logits, *params])
             per_class_grad_norm = _per_class_norm(logit_grad, y, k)
+        return self._apply(
+            params, grads, loss, per_class_loss, per_class_grad_norm, clipped, batch.size
+        )
+
+    def _apply(
+        self,
+        params: list[torch.nn.Parameter],
+        grads: list[torch.Tensor],
+        loss: float,
+        per_class_loss: list[float],
+        per_class_grad_norm: list[float],
+        clipped: bool,
+        n: int,
+    ) -> StepStats:
+        """The guarded end of a step: skip on a non-finite gradient, clip, step, count."""
         grad_norm = _norm(grads)
         if not math.isfinite(grad_norm):
-            return self._skip(loss, per_class_loss, grad_norm, batch.size)
+            return self._skip(loss, per_class_loss, grad_norm, n)
         if self.clip_norm is not None and grad_norm > self.clip_norm:
             grads = [g * (self.clip_norm / grad_norm) for g in grads]
             clipped = True
@@ -290,8 +320,57 @@ class OnlineLearner:
             self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
         self.clipped_steps += int(clipped)
-        return StepStats(
-            loss, per_class_loss, per_class_grad_norm, grad_norm, clipped, False, batch.size
+        return StepStats(loss, per_class_loss, per_class_grad_norm, grad_norm, clipped, False, n)
+
+    @np.errstate(all="ignore")  # infinities and NaNs are what the guards look for
+    def _analytic_step(
+        self,
+        batch: FeatureBatch,
+        y: torch.Tensor,
+        ctx: StepContext,
+        params: list[torch.nn.Parameter],
+    ) -> StepStats:
+        """``learn``'s step for a logistic regression and a cross-entropy strategy, with the
+        gradients in closed form (``models.analytic``) instead of autograd: the same loss,
+        per-event cap, class weights (drawn once, as autograd's path draws them),
+        reduction and guards, the same gradient tensors up to float32 rounding
+        (tests/unit/test_analytic.py)."""
+        k = self.n_classes
+        table, bias = self._weights["table"], self._weights["bias"]
+        offsets, values = batch.offsets.numpy(), batch.weights.numpy()
+        logits = analytic.bag_logits(table, bias, batch.indices.numpy(), offsets, values)
+        if isinstance(self.strategy, LogitAdjusted):  # as its event_loss shifts them
+            shift = self.strategy.tau * torch.log(ctx.priors.clamp(min=1e-12))
+            logits += shift.numpy()
+        labels = y.numpy()
+        raw, dz = analytic.cross_entropy(logits, labels)
+        # cap_scale's arithmetic on the arrays: min(1, cap / l_i), in float32
+        coef = np.ones_like(raw)
+        if self.max_event_loss is not None:
+            over = raw > self.max_event_loss
+            coef[over] = np.float32(self.max_event_loss) / raw[over]
+        coef *= self.strategy.event_weights(y, ctx).numpy()
+        total = self.strategy.reduce(torch.from_numpy(raw * coef), y, ctx)
+        per_class_loss = _class_means(raw, labels, k)
+        loss = float(total)
+        if not math.isfinite(loss):
+            return self._skip(loss, per_class_loss, math.nan, batch.size)
+        # d total / d per_event_i: the reduction is a sum times a constant of the step
+        scale = float(self.strategy.reduce(torch.ones(batch.size), y, ctx)) / batch.size
+        coef *= np.float32(scale)
+        logit_grad = dz * coef[:, None]
+        slots, rows, bias_grad = analytic.bag_gradients(
+            batch.indices.numpy(), offsets, values, logit_grad
+        )
+        weight_grad = torch.sparse_coo_tensor(
+            torch.from_numpy(slots).unsqueeze(0), torch.from_numpy(rows), (table.shape[0], k),
+            check_invariants=False, is_coalesced=True,  # sorted, unique featurizer slots
+        )  # fmt: skip
+        table_param = self.network.linear.weight  # type: ignore[union-attr]
+        grads = [weight_grad if p is table_param else torch.from_numpy(bias_grad) for p in params]
+        per_class_grad_norm = _class_norms(logit_grad, labels, k)
+        return self._apply(
+            params, grads, loss, per_class_loss, per_class_grad_norm, False, batch.size
         )
 
     def _class_gradients(
@@ -342,6 +421,12 @@ class OnlineLearner:
 
     # -- input checking ----------------------------------------------------------------
     def _labels(self, labels: Sequence[int]) -> torch.Tensor:
+        if type(labels) is list and labels and all(type(c) is int for c in labels):
+            # The usual case (plain ints, as the trainer passes them): one C-level
+            # conversion and a range check instead of a Python loop.
+            y = torch.tensor(labels, dtype=torch.int64)
+            if 0 <= int(y.min()) and int(y.max()) < self.n_classes:
+                return y
         out = []
         for i, label in enumerate(labels):
             if isinstance(label, bool):
@@ -583,6 +668,18 @@ def _per_class_mean(values: torch.Tensor, y: torch.Tensor, k: int) -> list[float
     sums = torch.zeros(k, dtype=values.dtype).index_add_(0, y, values)
     n = torch.bincount(y, minlength=k).clamp(min=1)
     return (sums / n).tolist()
+
+
+def _class_means(values: np.ndarray, y: np.ndarray, k: int) -> list[float]:
+    """``_per_class_mean`` on arrays (float64 sums: the same numbers to rounding)."""
+    sums = np.bincount(y, weights=values, minlength=k)
+    return (sums / np.maximum(np.bincount(y, minlength=k), 1)).tolist()
+
+
+def _class_norms(grad: np.ndarray, y: np.ndarray, k: int) -> list[float]:
+    """``_per_class_norm`` on arrays."""
+    squares = (grad.astype(np.float64) ** 2).sum(axis=1)
+    return np.sqrt(np.bincount(y, weights=squares, minlength=k)).tolist()
 
 
 def _per_class_norm(grad: torch.Tensor, y: torch.Tensor, k: int) -> list[float]:

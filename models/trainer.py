@@ -199,6 +199,8 @@ class StreamTrainer:
         )  # fmt: skip
         self.decision = DecisionRule(c.decision, c.thresholds, c.cost_matrix)
         self._index = {name: i for i, name in enumerate(self.classes)}
+        # Size of the last snapshot written or read (0: none yet).
+        self.snapshot_bytes = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -405,8 +407,11 @@ class StreamTrainer:
         self.frequency_gap = float(state.get("frequency_gap", 0.0))
 
     def to_bytes(self) -> bytes:
-        """The whole trainer as snapshot bytes (``models.snapshot``, format-versioned)."""
-        return snapshot.dumps(self.state_dict())
+        """The whole trainer as snapshot bytes (``models.snapshot``, format-versioned); their
+        size is kept in ``snapshot_bytes`` (for a checkpoint-size metric)."""
+        data = snapshot.dumps(self.state_dict())
+        self.snapshot_bytes = len(data)
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes, config: TrainerConfig | None = None) -> StreamTrainer:
@@ -418,6 +423,7 @@ class StreamTrainer:
         state = snapshot.loads(data)
         trainer = cls(config if config is not None else TrainerConfig.from_dict(state["config"]))
         trainer.load_state_dict(state)
+        trainer.snapshot_bytes = len(data)
         return trainer
 
 

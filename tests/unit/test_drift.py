@@ -151,6 +151,79 @@ def test_feature_tracking_is_bounded() -> None:
     assert monitor.wants_feature("f0") and not monitor.wants_feature("f9")
 
 
+def _junk_flood_batch(rng: np.random.Generator, start: int, n: int, junk: int) -> dict:
+    """Columns for n events: amount and age in every event, plus `junk` names per event
+    that never repeat (an id sent as a feature name), absent elsewhere."""
+    feats: dict[str, list] = {
+        "amount": rng.normal(100.0, 10.0, n).tolist(),
+        "age": rng.normal(40.0, 5.0, n).tolist(),
+    }
+    for i in range(n):
+        for k in range(junk):
+            column = [None] * n
+            column[i] = float(rng.normal())
+            feats[f"id_{start + i}_{k}"] = column
+    return feats
+
+
+def test_names_that_never_repeat_never_take_a_feature_slot() -> None:
+    """Audit finding 17: the first feature_max names seen took the slots for good, so a
+    burst of one-off names (sorted first, "a_...") blinded feature drift on amount."""
+    monitor = DriftMonitor(CLASSES, feature_max=3, feature_sample=1.0)
+    rng = np.random.default_rng(0)
+    for start in range(0, 400, 20):
+        feats = _junk_flood_batch(rng, start, 20, junk=5)
+        feats = {("a_" + k if k.startswith("id_") else k): v for k, v in feats.items()}
+        monitor.update([0] * 20, [0] * 20, np.full((20, 2), 0.5), feats)
+    assert monitor.tracked_features == ["age", "amount"]
+
+
+def test_a_single_event_batch_stream_tracks_its_real_features() -> None:
+    monitor = DriftMonitor(CLASSES, feature_max=2, feature_sample=1.0)
+    rng = np.random.default_rng(1)
+    for start in range(50):  # one event per batch: a name needs a sighting in an earlier one
+        monitor.update([0], [0], np.full((1, 2), 0.5), _junk_flood_batch(rng, start, 1, junk=4))
+    assert monitor.tracked_features == ["age", "amount"]
+
+
+def test_slots_of_features_that_go_unseen_are_released() -> None:
+    monitor = DriftMonitor(CLASSES, feature_max=3, feature_sample=1.0, feature_idle=500)
+    probs = np.full((50, 2), 0.5)
+    old = {name: [1.0] * 50 for name in ("f0", "f1", "f2")}
+    for _ in range(4):
+        monitor.update([0] * 50, [0] * 50, probs, old)
+    assert monitor.tracked_features == ["f0", "f1", "f2"]
+    assert not monitor.wants_feature("g0")
+    new = {"g0": [2.0] * 50, "g1": [3.0] * 50, "f2": [1.0] * 50}  # f2 stays in use
+    for _ in range(10):  # 500 events: f0 and f1 are idle only after them
+        monitor.update([0] * 50, [0] * 50, probs, new)
+    assert monitor.tracked_features == ["f0", "f1", "f2"]
+    assert monitor.wants_feature("g0")
+    monitor.update([0] * 50, [0] * 50, probs, new)
+    assert sorted(monitor.tracked_features) == ["f2", "g0", "g1"]
+    # released slots and their last sightings survive a snapshot
+    restored = DriftMonitor(CLASSES, feature_max=3, feature_sample=1.0, feature_idle=500)
+    restored.load_state_dict(_through_torch(monitor.state_dict()))
+    assert _plain(restored.state_dict()) == _plain(monitor.state_dict())
+
+
+def test_feature_slots_of_an_old_snapshot_count_as_seen_at_load() -> None:
+    monitor = DriftMonitor(CLASSES, feature_max=2, feature_sample=1.0, feature_idle=100)
+    monitor.update([0] * 10, [0] * 10, np.full((10, 2), 0.5), {"junk": [1.0] * 10})
+    monitor.update([0] * 990, [0] * 990, np.full((990, 2), 0.5))
+    state = _through_torch(monitor.state_dict())
+    del state["features"]["junk"]["last_seen"]  # as written before slots were released
+    restored = DriftMonitor(CLASSES, feature_max=2, feature_sample=1.0, feature_idle=100)
+    restored.load_state_dict(state)
+    assert restored.events == 1000 and restored.tracked_features == ["junk"]
+    amount = {"amount": [5.0] * 10}
+    restored.update([0] * 10, [0] * 10, np.full((10, 2), 0.5), amount)
+    assert restored.tracked_features == ["junk", "amount"]  # idle counted from the load
+    for _ in range(11):  # idle for more than 100 events after the load
+        restored.update([0] * 10, [0] * 10, np.full((10, 2), 0.5), amount)
+    assert restored.tracked_features == ["amount"]
+
+
 def test_training_health_reports_skips_and_exploding_gradients() -> None:
     monitor = DriftMonitor(CLASSES)
     y, probs = [0, 1], np.full((2, 2), 0.5)
@@ -223,6 +296,7 @@ def test_load_rejects_other_classes() -> None:
         ({"prior_long_half_life": 100.0}, "prior_long_half_life"),
         ({"prior_min_ratio": 1.0}, "prior_min_ratio"),
         ({"feature_sample": 2.0}, "feature_sample"),
+        ({"feature_idle": 0}, "feature_idle"),
         ({"psi_bins": 1}, "psi_bins"),
         ({"psi_drift": 0.05}, "psi_drift"),
         ({"replay": -1}, "replay"),

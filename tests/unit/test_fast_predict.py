@@ -1,4 +1,5 @@
-"""The serving fast paths give exactly what the plain paths give (bit for bit)."""
+"""The serving fast paths give what the plain paths give: the prediction kernels equal the
+torch modules to 1e-6, the rest bit for bit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from models import kernels
 from models.drift import psi, psi_against, psi_reference
 from models.features import HashingFeaturizer, as_tensor
 from models.learner import OnlineLearner
@@ -39,32 +41,83 @@ def _torch_proba(learner: OnlineLearner, features: list[dict]) -> np.ndarray:
     return torch.softmax(learner.logits(features).to(torch.float64), dim=1).numpy()
 
 
-@pytest.mark.parametrize("n_classes", [2, 3])
-def test_logreg_fast_path_equals_the_module_exactly(n_classes: int) -> None:
-    learner = OnlineLearner(n_classes, n_bits=12, numeric_bins=8, lr=0.1)
-    events = _events(600)
+def _trained(network: str, n_classes: int, optimizer: str = "sgd") -> OnlineLearner:
+    learner = OnlineLearner(
+        n_classes, network=network, hidden=(16, 8), n_bits=12, numeric_bins=8, lr=0.1,
+        optimizer=optimizer,
+    )  # fmt: skip
+    events = _events(400)
     labels = [i % n_classes for i in range(len(events))]
     for start in range(0, 400, 50):
         learner.learn(
-            events[start : start + 50],
-            labels[start : start + 50],
-            [1.0] * n_classes,
-            [1.0 / n_classes] * n_classes,
-        )
-    assert learner.network.linear.weight.abs().sum() > 0  # trained: non-trivial weights
-    for size in (1, 2, 5, 64):
-        for start in range(400, 600 - size, 37):
+            events[start : start + 50], labels[start : start + 50],
+            [1.0] * n_classes, [1.0 / n_classes] * n_classes,
+        )  # fmt: skip
+    return learner
+
+
+@pytest.mark.parametrize("network", ["logreg", "mlp"])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_kernels_equal_the_torch_module_to_1e6(network: str, n_classes: int) -> None:
+    """Every route into the kernels (plain floats up to PLAIN_MAX_EVENTS events of a linear
+    model, numpy above, feature dicts or a FeatureBatch) against the network module."""
+    learner = _trained(network, n_classes)
+    assert next(iter(learner.export_weights().values())).any()  # trained: non-trivial weights
+    events = _events(800, seed=1)
+    worst = 0.0
+    for size in (1, 2, 4, 5, 23, 64, 200):
+        for start in range(0, 600, 97):
             batch = events[start : start + size]
             fast = learner.predict_proba(batch)
-            assert fast.dtype == np.float64
-            assert np.array_equal(fast, _torch_proba(learner, batch)), (size, start)
+            reference = _torch_proba(learner, batch)
+            assert fast.dtype == np.float64 and fast.shape == reference.shape
+            worst = max(worst, float(np.abs(fast - reference).max()))
+            encoded = learner.featurizer.transform(batch)
+            assert np.array_equal(learner.predict_proba(encoded), fast)
+    assert worst < 1e-6
+    assert worst > 0.0 or network == "logreg"  # the MLP's float64 is not torch's float32
 
 
-def test_mlp_is_unchanged_and_empty_input_still_works() -> None:
-    learner = OnlineLearner(2, network="mlp", hidden=(8,), n_bits=10)
-    events = _events(20)
-    assert np.array_equal(learner.predict_proba(events), _torch_proba(learner, events))
+def test_plain_and_numpy_kernels_agree_and_batches_do_not_change_an_event() -> None:
+    learner = _trained("logreg", 3)
+    weights = learner.export_weights()
+    events = _events(50, seed=2)
+    indices, offsets, values = learner.featurizer.encode(events)
+    plain = kernels._linear_plain(weights, indices, offsets, values)
+    by_numpy = kernels._softmax(kernels._logits(weights, indices, offsets, values))
+    np.testing.assert_allclose(plain, by_numpy, rtol=0, atol=1e-15)
+    one = [learner.predict_proba([e])[0] for e in events[:4]]
+    together = learner.predict_proba(events[:4])
+    assert all(np.array_equal(a, b) for a, b in zip(one, together, strict=True))
+
+
+def test_exported_weights_follow_learning_and_loading_and_pack_into_one_buffer() -> None:
+    learner = _trained("mlp", 2, optimizer="adam")
+    weights = learner.export_weights()
+    before = {k: v.copy() for k, v in weights.items()}
+    learner.learn(_events(50, seed=3), [1] * 50, [1.0, 1.0], [0.5, 0.5])
+    assert any(not np.array_equal(before[k], v) for k, v in weights.items())  # live views
+    other = _trained("mlp", 2, optimizer="adam")
+    other.load_state_dict(learner.state_dict())
+    probe = _events(30, seed=4)
+    np.testing.assert_array_equal(other.predict_proba(probe), learner.predict_proba(probe))
+    buffer = bytearray(kernels.weights_nbytes(weights))
+    _, layout = kernels.pack_weights(weights, buffer)
+    packed = kernels.unpack_weights(buffer, layout)  # what another process would map
+    encoded = learner.featurizer.encode(probe)
+    np.testing.assert_array_equal(
+        kernels.predict_proba(packed, *encoded), kernels.predict_proba(weights, *encoded)
+    )
+    with pytest.raises(TypeError, match="no kernel"):
+        kernels.export_weights(torch.nn.Linear(2, 2))
+
+
+def test_empty_input_gives_an_empty_answer() -> None:
     assert OnlineLearner(2, n_bits=8).predict_proba([]).shape == (0, 2)
+    learner = OnlineLearner(3, network="mlp", hidden=(4,), n_bits=8)
+    np.testing.assert_allclose(
+        learner.predict_proba([{}]), _torch_proba(learner, [{}]), rtol=0, atol=1e-6
+    )
 
 
 def test_calibration_cache_follows_every_input() -> None:
@@ -108,9 +161,7 @@ def test_psi_split_equals_psi() -> None:
 
 @pytest.mark.parametrize("n_classes", [2, 3, 7])
 @pytest.mark.parametrize("decision", ["balanced", "argmax"])
-def test_one_event_calibration_equals_the_numpy_path_exactly(
-    n_classes: int, decision: str
-) -> None:
+def test_one_event_calibration_equals_the_numpy_path_exactly(n_classes: int, decision: str) -> None:
     """GET /predict's one-event path (plain floats) against the batch path (numpy)."""
     classes = [f"c{c}" for c in range(n_classes)]
     trainer = StreamTrainer(

@@ -14,9 +14,25 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.features import CLIP, FeatureBatch, FeatureError, HashingFeaturizer, stable_hash
+from models.features import (
+    CLIP,
+    STATS_MAX_ABS,
+    FeatureBatch,
+    FeatureError,
+    HashingFeaturizer,
+    stable_hash,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def same_stats(a: dict, b: dict) -> bool:
+    """Two featurizer state dicts hold the same statistics rows, bit for bit."""
+    return torch.equal(a["rows"], b["rows"]) and torch.equal(a["stats"], b["stats"])
+
+
+def row_of(f: HashingFeaturizer, name: str) -> int:
+    return stable_hash(name, f.n_bits) & ((1 << f.stats_bits) - 1)
 
 
 def bag(batch: FeatureBatch, i: int) -> list[tuple[int, float]]:
@@ -70,7 +86,7 @@ def test_predicting_never_updates_stats():
     again = f.transform([{"x": 100.0}]).weights.tolist()
     assert first == again
     after = f.state_dict()
-    assert before["names"] == after["names"] and torch.equal(before["stats"], after["stats"])
+    assert same_stats(before, after)
 
 
 def test_standardized_values_are_clipped():
@@ -121,8 +137,7 @@ def test_failed_batch_leaves_stats_untouched():
     with pytest.raises(FeatureError):
         f.transform([{"x": 50.0, "new": 2.0}, {"x": float("nan")}], update=True)
     after = f.state_dict()
-    assert after["names"] == before["names"] == ["x"]
-    assert torch.equal(after["stats"], before["stats"])
+    assert same_stats(after, before) and after["rows"].tolist() == [row_of(f, "x")]
 
 
 def test_numpy_scalars_encode_like_python_numbers():
@@ -164,7 +179,7 @@ def test_state_round_trip_reproduces_standardization():
     g.load_state_dict(f.state_dict())
     probe = [{"x": 3.3, "y": -1.0, "s": "a"}]
     assert f.transform(probe).weights.tolist() == g.transform(probe).weights.tolist()
-    assert g.numeric_names == ["x", "y"]
+    assert sorted(g.state_dict()["rows"].tolist()) == sorted([row_of(g, "x"), row_of(g, "y")])
     with pytest.raises(ValueError, match="n_bits"):
         HashingFeaturizer(n_bits=11).load_state_dict(f.state_dict())
 
@@ -290,7 +305,7 @@ def test_column_encoder_learns_the_same_stats_as_the_scalar_encoder() -> None:
         assert by_columns.offsets.tolist() == by_scalar[1]
         np.testing.assert_allclose(by_columns.weights.numpy(), by_scalar[2], rtol=1e-5, atol=1e-6)
     a, b = columns.state_dict(), scalar.state_dict()
-    assert a["names"] == b["names"]
+    assert torch.equal(a["rows"], b["rows"])
     np.testing.assert_allclose(a["stats"].numpy(), b["stats"].numpy(), rtol=1e-9)
 
 
@@ -309,7 +324,7 @@ def test_column_encoder_hands_anything_unusual_to_the_scalar_encoder() -> None:
             f.transform([*good[:30], bad, *good[30:]], update=True)
         assert exc.value.field == field
     after = f.state_dict()
-    assert after["names"] == before["names"] and torch.equal(after["stats"], before["stats"])
+    assert same_stats(after, before)
     # numpy scalars are not plain: the scalar path encodes them, like Python numbers
     plain = f._encode_columns([{"x": 1.5}] * 20, update=False)
     assert plain is not None and f._encode_columns([{"x": np.float64(1.5)}] * 20, False) is None
@@ -320,7 +335,7 @@ def test_column_encoder_leaves_thousands_of_one_off_names_to_the_scalar_encoder(
     f, g = HashingFeaturizer(n_bits=12), HashingFeaturizer(n_bits=12)
     events = [{f"id_{i}_{j}": float(j) for j in range(30)} | {"x": float(i)} for i in range(300)]
     assert f._encode_columns(events, update=True) is None  # 9,000 columns x 300 rows
-    assert g.numeric_names == []  # and nothing was changed on the way
+    assert g.state_dict()["rows"].tolist() == []  # and nothing was changed on the way
     by_transform = g.transform(events, update=True)
     assert by_transform.indices.tolist() == f.encode(events, update=True)[0]
 
@@ -336,20 +351,54 @@ def test_transform_pair_equals_the_two_transforms(n: int) -> None:
         assert _arrays(before) == _arrays(separate.transform(events))
         assert _arrays(after) == _arrays(separate.transform(events, update=True))
         assert len(before) == len(after) == n
-    assert torch.equal(paired.state_dict()["stats"], separate.state_dict()["stats"])
+    assert same_stats(paired.state_dict(), separate.state_dict())
 
 
-def test_huge_numbers_keep_the_column_encoder_out_and_the_stats_free_of_nan() -> None:
-    """Squares of 1e200 overflow the column path's running sums into NaN; such a batch
-    goes to the scalar path, whose Welford recurrence at worst reaches infinity."""
+@pytest.mark.parametrize("path", ["scalar", "columns"])
+def test_one_wild_value_moves_the_statistics_a_bounded_amount(path: str) -> None:
+    """A 1e200 once made Welford's m2 infinite, and the feature standardized to 0 for good.
+    Now it enters the statistics clamped to CLIP standard deviations of the mean (and to
+    STATS_MAX_ABS), on either path; the value itself still standardizes to CLIP."""
+    rng = np.random.default_rng(0)
+    f = HashingFeaturizer(n_bits=10)
+    warm = [{"x": float(v)} for v in rng.normal(100.0, 5.0, 200)]
+    f.transform(warm, update=True)
+    count, mean, m2 = f.state_dict()["stats"][0].tolist()
+    std = math.sqrt(m2 / count)
+    batch = [{"x": float(v)} for v in rng.normal(100.0, 5.0, 40)] + [{"x": 1e200}]
+    if path == "scalar":
+        out = f.encode(batch, update=True)[2]
+    else:
+        columns = f._encode_columns(batch, update=True)
+        assert columns is not None  # huge values no longer push a batch off the column path
+        out = columns[2].tolist()
+    assert out[-1] == CLIP
+    count, mean_after, m2_after = f.state_dict()["stats"][0].tolist()
+    assert math.isfinite(m2_after) and count == 241
+    assert abs(mean_after - 100.0) < 1.0  # the wild value moved it by at most ~CLIP*std/n
+    assert math.sqrt(m2_after / count) < 1.5 * std
+    # ordinary values still standardize to ordinary numbers
+    assert abs(f.standardize("x", 105.0) - 1.0) < 0.3
+
+
+def test_wild_first_values_leave_the_statistics_finite_on_both_paths() -> None:
+    events = [{"x": 1e200}, {"x": -1.7e308}] + [{"x": float(i)} for i in range(40)]
     f, g = HashingFeaturizer(n_bits=10), HashingFeaturizer(n_bits=10)
-    events = [{"x": float(i)} for i in range(40)] + [{"x": 1e200}]
-    assert f._encode_columns(events, update=True) is None
-    by_transform = f.transform(events, update=True)
-    expected = torch.tensor(g.encode(events, update=True)[2], dtype=torch.float32)
-    assert torch.equal(by_transform.weights, expected)
-    assert not np.isnan(f.state_dict()["stats"].numpy()).any()
-    assert not np.isnan(f.transform([{"x": 3.0}] * 30).weights.numpy()).any()
+    by_columns = f._encode_columns(events, update=True)
+    by_scalar = g.encode(events, update=True)
+    assert by_columns is not None
+    assert by_columns[0].tolist() == by_scalar[0]
+    np.testing.assert_allclose(by_columns[2], by_scalar[2], rtol=1e-5, atol=1e-5)
+    for h in (f, g):
+        stats = h.state_dict()["stats"].numpy()
+        assert np.isfinite(stats).all() and np.abs(stats[:, 1]).max() <= STATS_MAX_ABS
+        assert np.isfinite(h.transform([{"x": 3.0}] * 30).weights.numpy()).all()
+    # The column path's sums round relative to the batch's largest magnitude (1e100 here):
+    # equal up to rounding on the scale of the spread, which is what standardization sees.
+    a, b = f.state_dict()["stats"][0].tolist(), g.state_dict()["stats"][0].tolist()
+    spread = math.sqrt(b[2] / b[0])
+    assert a[0] == b[0] and a[2] == pytest.approx(b[2], rel=1e-9)
+    assert abs(a[1] - b[1]) < 1e-12 * spread
 
 
 def test_transform_pair_of_a_ragged_batch_equals_the_two_transforms() -> None:
@@ -362,7 +411,7 @@ def test_transform_pair_of_a_ragged_batch_equals_the_two_transforms() -> None:
     before, after = paired.transform_pair(events)
     assert _arrays(before) == _arrays(separate.transform(events))
     assert _arrays(after) == _arrays(separate.transform(events, update=True))
-    assert torch.equal(paired.state_dict()["stats"], separate.state_dict()["stats"])
+    assert same_stats(paired.state_dict(), separate.state_dict())
 
 
 # Property: on any batch of plain events, the column path predicts exactly like the scalar
@@ -396,5 +445,5 @@ def test_column_path_matches_the_scalar_path_on_any_plain_batch(warmup, batch) -
     assert learned[1].tolist() == expected[1]
     np.testing.assert_allclose(learned[2], expected[2], rtol=1e-5, atol=1e-5)
     a, b = columns.state_dict(), scalar.state_dict()
-    assert a["names"] == b["names"]
+    assert torch.equal(a["rows"], b["rows"])
     np.testing.assert_allclose(a["stats"].numpy(), b["stats"].numpy(), rtol=1e-7, atol=1e-6)
