@@ -229,6 +229,18 @@ class _ModelCollector(Collector):
             "Seconds since the served model's checkpoint was written.",
             None if last is None else max(0.0, time.time() - last),
         )
+        yield _scalar(
+            GaugeMetricFamily,
+            "streambalance_checkpoint_bytes",
+            "Size of the served model's snapshot as last written or loaded (checkpoint bytes).",
+            view.get("checkpoint_bytes"),
+        )
+        yield _scalar(
+            GaugeMetricFamily,
+            "streambalance_feature_names",
+            "Distinct feature names the model has learned from (HyperLogLog estimate, ~2%).",
+            view.get("feature_names"),
+        )
 
 
 class _RedisMemoryCollector(Collector):

@@ -66,6 +66,8 @@ GAUGES = {
     "streambalance_production_pr_auc",
     "streambalance_redis_used_memory_bytes",
     "streambalance_redis_maxmemory_bytes",
+    "streambalance_checkpoint_bytes",
+    "streambalance_feature_names",
 }
 HISTOGRAMS = {
     "streambalance_learn_latency_seconds",
