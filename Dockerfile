@@ -1,7 +1,10 @@
 # CPU image of the streambalance service.
 # Build:  docker build -t streambalance .
-# Run:    docker run -p 8000:8000 -e REDIS_URL=redis://host:6379/0 streambalance
-#         (without REDIS_URL the service starts its embedded valkey-server under /data)
+# Run:    docker run -p 127.0.0.1:8000:8000 -e STREAMBALANCE_API_KEY=... \
+#           -e REDIS_URL=redis://host:6379/0 streambalance
+#         (without REDIS_URL the service starts its embedded valkey-server under /data; the
+#         service listens on 0.0.0.0 in the container, so it refuses to start without an API
+#         key unless STREAMBALANCE_ALLOW_UNAUTHENTICATED=true says a gateway authenticates)
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

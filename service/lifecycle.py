@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from service.ingest.rate_limit import RateLimiter
 from service.learner.follower import CheckpointFollower
@@ -35,7 +36,7 @@ from service.serving.served_model import ServedModel
 from service.serving.shadows import Shadows
 from service.serving.trainer_factory import TrainerFactory
 from service.settings import Settings
-from service.storage.client import connect, wait_until_reachable
+from service.storage.client import connect, memory_info, wait_until_reachable
 from service.storage.embedded_server import EmbeddedRedis
 from service.storage.model_storage import ModelStorage
 
@@ -61,7 +62,11 @@ async def open_runtime(
     embedded: EmbeddedRedis | None = None
     url = settings.redis_url
     if url is None:
-        embedded = EmbeddedRedis(data_dir=settings.data_dir / "redis")
+        embedded = EmbeddedRedis(
+            data_dir=settings.data_dir / "redis",
+            maxmemory=settings.redis_maxmemory,
+            maxmemory_policy=settings.redis_maxmemory_policy,
+        )
         # On this (main) thread: the child then gets SIGTERM if this process dies, even by kill -9.
         url = embedded.start()
         log.info("embedded Redis-protocol server at %s", url)
@@ -72,6 +77,7 @@ async def open_runtime(
     rt: Runtime | None = None
     try:
         await wait_until_reachable(redis, url)
+        await _check_eviction_policy(redis)
         rt = assemble(settings, metrics, redis, embedded, learn=learn)
         await _start(rt)
         yield rt
@@ -128,6 +134,26 @@ def assemble(
         learner=learner,
         embedded=embedded,
     )
+
+
+async def _check_eviction_policy(redis: aioredis.Redis) -> None:
+    """Warn when the server's policy could evict durable state at its memory limit."""
+    try:
+        memory = await memory_info(redis)
+    except (RedisError, OSError):  # INFO refused (an ACL): nothing to check
+        return
+    if memory.may_evict_durable_keys:
+        log.error(
+            "Redis maxmemory-policy is %s: at its memory limit it may evict the event stream, "
+            "the EMA or a checkpoint, losing acknowledged events; set volatile-lru (only keys "
+            "with a TTL are evicted: stored predictions and idempotency keys)",
+            memory.policy,
+        )
+    elif memory.maxmemory == 0:
+        log.warning(
+            "Redis has no maxmemory: stored predictions and idempotency keys can grow until "
+            "the host runs out of memory; set maxmemory with maxmemory-policy volatile-lru"
+        )
 
 
 async def _start(rt: Runtime) -> None:

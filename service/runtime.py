@@ -12,6 +12,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
+
+from service.storage.client import memory_info
+
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
@@ -56,6 +60,26 @@ class Runtime:
     def model_view(self) -> dict[str, Any] | None:
         """The served model's numbers (see `ServedModel.view`), production scores included."""
         return self.served.view(self.production)
+
+    async def refresh_gauges(self) -> None:
+        """Read the numbers /metrics shows that live in Redis: stream lag, dead letters, the
+        server's memory and evictions. A failed read leaves the last values (a scrape still
+        answers with what the process knows)."""
+        metrics = self.metrics
+        try:
+            metrics.stream_lag.set(await self.stream_lag())
+            metrics.dead_letters = await self.storage.stream.dead_letters()
+        except (RedisError, OSError):
+            pass
+        try:
+            memory = await memory_info(self.redis)
+        except (RedisError, OSError):  # e.g. INFO refused by a managed service's ACL
+            return
+        metrics.redis_memory = {
+            "used_memory": memory.used_memory,
+            "maxmemory": memory.maxmemory,
+            "evicted_keys": memory.evicted_keys,
+        }
 
     async def stream_lag(self) -> int:
         """Stream entries the model has not applied yet. The store counts every entry not yet

@@ -8,6 +8,7 @@ garbage. `REDIS_URL` is also read without the prefix (the usual name in containe
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "STREAMBALANCE_"
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "get_settings"]
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "get_settings", "is_loopback"]
 
 
 class SettingsError(ValueError):
@@ -74,6 +75,8 @@ def _finite(value: float | None, name: str) -> float | None:
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_MEMORY = re.compile(r"(?i)[0-9]+(?:b|k|kb|m|mb|g|gb)?")  # Redis' maxmemory notation
+_API_KEY = re.compile(r"[\x21-\x7e]+")  # visible ASCII: no spaces, no control characters
 
 
 class Settings(BaseSettings):
@@ -94,6 +97,12 @@ class Settings(BaseSettings):
     )
     model_name: str = "default"
     data_dir: Path = Path("data")
+    # The embedded server's memory budget and what it may evict there (an external Redis is
+    # configured by its operator; see docs/deployment.md). Only keys with a TTL can go.
+    redis_maxmemory: str = "1gb"
+    redis_maxmemory_policy: Literal[
+        "volatile-lru", "volatile-lfu", "volatile-ttl", "volatile-random", "noeviction"
+    ] = "volatile-lru"
     role: Literal["all", "api"] = "all"
     consumer: str = "learner"
 
@@ -124,6 +133,13 @@ class Settings(BaseSettings):
     metrics_window: int = Field(default=2000, ge=10, le=1_000_000)
     hash_bits: int = Field(default=18, ge=4, le=24)
     max_features: int = Field(default=1000, ge=1, le=100_000)
+    # Per-name model state and the hash caches grow with what clients send: bound the keys.
+    max_feature_name_chars: int = Field(default=256, ge=1, le=65_536)
+    max_feature_value_chars: int = Field(default=1024, ge=1, le=1_048_576)
+    # Event timestamps outside [now - max age, now + max skew] are refused (422): one event
+    # stamped in the far future would otherwise switch the time-decayed EMA off for good.
+    timestamp_max_age_s: float = Field(default=5 * 365 * 86_400.0, gt=0.0)
+    timestamp_max_skew_s: float = Field(default=300.0, ge=0.0, le=86_400.0)
     numeric_bins: int = Field(default=0, ge=0, le=1000)
 
     # learner loop
@@ -144,6 +160,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: SecretStr | None = None
+    # Serving a non-loopback address without API_KEY is refused unless this says an
+    # authenticating gateway stands in front (see _check_combination).
+    allow_unauthenticated: bool = False
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1, le=100_000)
     prediction_ttl_s: int = Field(default=604_800, ge=0)  # late labels: 7 days; 0 keeps none
@@ -182,6 +201,15 @@ class Settings(BaseSettings):
         if len(set(value)) != len(value):
             raise ValueError(f"shadow strategies must be distinct, got {value!r}")
         return value
+
+    @field_validator("redis_maxmemory")
+    @classmethod
+    def _check_maxmemory(cls, value: str) -> str:
+        if not _MEMORY.fullmatch(value.strip()):
+            raise ValueError(
+                f"must be bytes or a size like 512mb or 2gb (0: no limit), got {value!r}"
+            )
+        return value.strip().lower()
 
     @field_validator("model_name", "consumer")
     @classmethod
@@ -224,6 +252,7 @@ class Settings(BaseSettings):
         "rate_limit_per_s",
         "checkpoint_every_seconds",
         "wait_timeout_s",
+        "timestamp_max_age_s",
     )
     @classmethod
     def _check_finite(cls, value: float | None) -> float | None:
@@ -241,8 +270,18 @@ class Settings(BaseSettings):
     @field_validator("api_key")
     @classmethod
     def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 8:
+        if value is None:
+            return None
+        key = value.get_secret_value()
+        if len(key) < 8:
             raise ValueError("API key must be at least 8 characters (or leave it unset)")
+        # HTTP carries header values as bytes that servers decode as Latin-1, and clients
+        # encode non-ASCII text in different ways: such a key could never match reliably.
+        if not _API_KEY.fullmatch(key):
+            raise ValueError(
+                "API key must be printable ASCII without spaces (letters, digits, punctuation); "
+                "it travels in the X-API-Key header"
+            )
         return value
 
     @model_validator(mode="after")
@@ -251,6 +290,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "role: role 'api' needs REDIS_URL "
                 "(a shared Redis where `streambalance worker` learns)"
+            )
+        if self.api_key is None and not self.allow_unauthenticated and not is_loopback(self.host):
+            raise ValueError(
+                f"host: {self.host!r} is reachable from other machines and no API key is set, "
+                "so anyone who reaches the port could write to the model; set "
+                "STREAMBALANCE_API_KEY (or STREAMBALANCE_ALLOW_UNAUTHENTICATED=true when a "
+                "gateway in front authenticates every request)"
             )
         if self.floor * len(self.classes) >= 1.0:
             raise ValueError(
@@ -300,6 +346,20 @@ class Settings(BaseSettings):
             max_features=self.max_features,
             numeric_bins=self.numeric_bins,
         )
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect to `host`.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "", "10.0.0.5")]
+    [True, True, True, False, False, False]
+    """
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
 
 
 @functools.lru_cache(maxsize=1)

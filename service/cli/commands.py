@@ -14,11 +14,12 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from service import __version__
 from service.observability.logs import configure_logging, secrets_of
-from service.settings import Settings, SettingsError, get_settings
+from service.settings import Settings, SettingsError, get_settings, is_loopback
 
 __all__ = ["build_parser", "main"]
 
@@ -44,6 +45,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = _settings(**overrides)
+    if settings.api_key is None and not is_loopback(settings.host):
+        log.warning(
+            "serving %s without an API key (STREAMBALANCE_ALLOW_UNAUTHENTICATED=true): every "
+            "request must come through a gateway that authenticates it",
+            settings.host,
+        )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -86,8 +93,17 @@ async def _run_worker(settings: Settings) -> None:
             start_http_server(settings.worker_metrics_port, registry=metrics.registry)
             log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)
         log.info("learner running for model %r; Ctrl-C or SIGTERM stops it", settings.model_name)
+        gauges = asyncio.create_task(_refresh_gauges(rt.refresh_gauges), name="metrics-gauges")
         await stop.wait()
+        gauges.cancel()
         log.info("stopping: draining the stream and writing a final checkpoint")
+
+
+async def _refresh_gauges(refresh: Callable[[], Awaitable[None]], every_s: float = 5.0) -> None:
+    """The worker has no /metrics route that reads Redis on a scrape: read it on a timer."""
+    while True:
+        await refresh()
+        await asyncio.sleep(every_s)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

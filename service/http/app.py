@@ -71,7 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = None
     # The request validators' limits, built once (the hot routes read them per request).
     app.state.validation = ValidationContext(
-        list(settings.classes), settings.max_features, settings.max_batch_events
+        list(settings.classes),
+        settings.max_features,
+        settings.max_batch_events,
+        max_name_chars=settings.max_feature_name_chars,
+        max_value_chars=settings.max_feature_value_chars,
+        timestamp_max_age_s=settings.timestamp_max_age_s,
+        timestamp_max_skew_s=settings.timestamp_max_skew_s,
     )
     metrics.attach_model(lambda: _view(app))
     install_error_handlers(app)

@@ -48,7 +48,9 @@ def check_key(request: Request, *, read: bool) -> None:
     if given is None:
         request.app.state.metrics.events_rejected.labels("unauthorized").inc()
         raise Unauthorized("X-API-Key: header missing (this route needs the API key)")
-    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+    # The header's raw bytes (Starlette decodes them as Latin-1) against the key, which the
+    # settings keep to printable ASCII: no text encoding can make the right key miss.
+    if not hmac.compare_digest(given.encode("latin-1"), expected.get_secret_value().encode()):
         request.app.state.metrics.events_rejected.labels("unauthorized").inc()
         raise Unauthorized("X-API-Key: wrong key")
 

@@ -26,11 +26,22 @@ from service.serving.served_model import ServedModel
 from service.serving.shadows import Shadows
 from service.settings import Settings
 from service.storage.frequency_store import FrequencyStore
+from service.storage.redis_errors import SERVER_STATE_ERRORS, describe_redis_error
 
 __all__ = ["LearnerStep"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Waited out, never counted against the batch: Redis unreachable, or refusing work in a state
+# that passes (out of memory, a read-only replica, a moved slot, loading). Counting them as a
+# failed batch would send acknowledged entries to the dead letters once the state lasts
+# longer than CLAIM_IDLE_MS x MAX_DELIVERIES.
+_WAIT_OUT: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    *SERVER_STATE_ERRORS,
+)
 
 
 class LearnerStep:
@@ -61,6 +72,7 @@ class LearnerStep:
         self.decay = 2.0 ** (-1.0 / settings.half_life)
         self.time_half_life = settings.time_half_life
         self.floor = settings.floor
+        self.max_skew_s = settings.timestamp_max_skew_s
 
     async def __call__(self, chunk: list[dict[str, Any]]) -> bool:
         """One micro-batch: EMA in Redis, then test-then-train. False if it failed."""
@@ -68,7 +80,11 @@ class LearnerStep:
             return True
         features = [e["features"] for e in chunk]
         labels = [int(e["label"]) for e in chunk]
-        timestamps = [float(e["timestamp"]) for e in chunk]
+        # The API refuses timestamps ahead of the clock; an entry written by another producer
+        # (or before that check) is clamped, so the time-decayed EMA's last_time never moves
+        # beyond now + skew (past it every later event would decay nothing, for good).
+        ceiling = time.time() + self.max_skew_s
+        timestamps = [min(float(e["timestamp"]), ceiling) for e in chunk]
         started = time.perf_counter()
         try:
             frequencies, state = await self._redis_retry(
@@ -76,7 +92,7 @@ class LearnerStep:
                     labels, timestamps, self.decay, self.time_half_life, self.floor
                 )
             )
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+        except _WAIT_OUT:
             raise  # only while stopping: the entries stay pending and are replayed
         except RedisError:
             self.metrics.learner_errors.labels("redis").inc()
@@ -112,15 +128,17 @@ class LearnerStep:
         return True
 
     async def _redis_retry(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Retry while Redis is unreachable: a batch must not be half applied."""
+        """Retry while Redis is unreachable or refusing work: a batch must not be half applied."""
         backoff = 0.1
         while True:
             try:
                 return await call()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except _WAIT_OUT as exc:
                 if self.stopping():
                     raise
                 self.metrics.learner_errors.labels("redis").inc()
-                log.warning("learner: Redis unreachable (%s); retrying in %.1f s", exc, backoff)
+                log.warning(
+                    "learner: %s; retrying in %.1f s", describe_redis_error(exc)[1], backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -22,7 +22,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -226,6 +229,49 @@ class _ModelCollector(Collector):
             "Seconds since the served model's checkpoint was written.",
             None if last is None else max(0.0, time.time() - last),
         )
+        yield _scalar(
+            GaugeMetricFamily,
+            "streambalance_checkpoint_bytes",
+            "Size of the served model's snapshot as last written or loaded (checkpoint bytes).",
+            view.get("checkpoint_bytes"),
+        )
+        yield _scalar(
+            GaugeMetricFamily,
+            "streambalance_feature_names",
+            "Distinct feature names the model has learned from (HyperLogLog estimate, ~2%).",
+            view.get("feature_names"),
+        )
+
+
+class _RedisMemoryCollector(Collector):
+    """The Redis server's memory and evictions, as last read from INFO."""
+
+    def __init__(self, memory: Callable[[], dict[str, int] | None]) -> None:
+        self._memory = memory
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        memory = self._memory()
+        if memory is None:
+            return
+        yield GaugeMetricFamily(
+            "streambalance_redis_used_memory_bytes",
+            "Bytes the Redis server has allocated (INFO used_memory).",
+            value=memory["used_memory"],
+        )
+        yield GaugeMetricFamily(
+            "streambalance_redis_maxmemory_bytes",
+            "The Redis server's memory budget (INFO maxmemory; 0: no limit).",
+            value=memory["maxmemory"],
+        )
+        yield CounterMetricFamily(
+            "streambalance_redis_evicted_keys",
+            "Keys the Redis server evicted at its memory budget (stored predictions, "
+            "idempotency keys: only keys with a TTL, under a volatile-* policy).",
+            value=memory["evicted_keys"],
+        )
 
 
 def _finite(value: Any) -> float | None:
@@ -262,8 +308,16 @@ class ServiceMetrics:
         # `_created` samples double the series count and no dashboard reads them.
         disable_created_metrics()
         r = self.registry = CollectorRegistry()
+        # The default process_*, python_info and python_gc_* series, on this registry (the
+        # global one is not exported): memory, CPU, open files and GC of this process.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         # Entries in the dead-letter stream, as last read by a /metrics scrape (None: not yet).
         self.dead_letters: int | None = None
+        # The Redis server's used_memory, maxmemory and evicted_keys, as last read.
+        self.redis_memory: dict[str, int] | None = None
+        r.register(_RedisMemoryCollector(lambda: self.redis_memory))
         self.http = HttpMetrics(r)
         self.events_rejected = Counter(
             "streambalance_events_rejected",

@@ -133,4 +133,8 @@ class ServedModel:
             "checkpoint_time": self.checkpoint_time,
             "strategy": self.champion_strategy,
             "production": production.report() if production and production.scored else None,
+            # Issue 16: a client sending ids as feature names shows here (a HyperLogLog
+            # estimate); the model's state and its checkpoint stay bounded by the settings.
+            "feature_names": learner.featurizer.distinct_names,
+            "checkpoint_bytes": trainer.snapshot_bytes or None,  # written or loaded last
         }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -29,7 +30,15 @@ try:
 except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis])
     hiredis = None  # type: ignore[assignment]
 
-__all__ = ["connect", "decode_text", "hiredis_packing", "ping", "wait_until_reachable"]
+__all__ = [
+    "RedisMemory",
+    "connect",
+    "decode_text",
+    "hiredis_packing",
+    "memory_info",
+    "ping",
+    "wait_until_reachable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +109,41 @@ async def ping(client: aioredis.Redis) -> bool:
         return bool(await client.ping())
     except (RedisError, OSError):
         return False
+
+
+@dataclass(frozen=True)
+class RedisMemory:
+    """The server's memory as `INFO memory stats` reports it.
+
+    used_memory: bytes allocated; maxmemory: the budget (0: none); policy: what happens at the
+    budget; evicted_keys: keys evicted since the server started."""
+
+    used_memory: int
+    maxmemory: int
+    policy: str
+    evicted_keys: int
+
+    @property
+    def may_evict_durable_keys(self) -> bool:
+        """An `allkeys-*` policy can evict the stream, the EMA or a checkpoint.
+
+        >>> RedisMemory(0, 1 << 30, "allkeys-lru", 0).may_evict_durable_keys
+        True
+        """
+        return self.policy.startswith("allkeys")
+
+
+async def memory_info(client: aioredis.Redis) -> RedisMemory:
+    """The server's memory and evictions, in one round trip (INFO works on managed Redis
+    services that disable CONFIG)."""
+    info = await client.info("memory", "stats")
+    policy = info.get("maxmemory_policy", "")
+    return RedisMemory(
+        used_memory=int(info.get("used_memory", 0)),
+        maxmemory=int(info.get("maxmemory", 0)),
+        policy=decode_text(policy) if isinstance(policy, bytes | str) else str(policy),
+        evicted_keys=int(info.get("evicted_keys", 0)),
+    )
 
 
 def decode_text(value: bytes | str) -> str:

@@ -12,6 +12,7 @@ import atexit
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -22,9 +23,20 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_server_binary"]
+__all__ = ["EVICTION_POLICIES", "EmbeddedRedis", "EmbeddedRedisError", "find_server_binary"]
 
 _FSYNC_POLICIES = ("always", "everysec", "no")
+# Only policies that evict keys with a TTL (or nothing): the stream, the EMA, checkpoints,
+# versions and the ops log carry none, so these can only drop stored predictions,
+# idempotency keys, rate-limit state and the readiness key. `allkeys-*` could drop the stream.
+EVICTION_POLICIES = (
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-ttl",
+    "volatile-random",
+    "noeviction",
+)
+_MEMORY = re.compile(r"(?i)[0-9]+(?:b|k|kb|m|mb|g|gb)?")
 # sun_path is 108 bytes on Linux (104 on macOS); longer paths cannot be bound.
 _MAX_SOCKET_PATH = 100
 _PING = b"*1\r\n$4\r\nPING\r\n"
@@ -97,6 +109,10 @@ class EmbeddedRedis:
         persistence at all.
     appendfsync: "everysec" (default: at most about one second of acknowledged writes can
         be lost if the machine dies), "always" (fsync per write), or "no".
+    maxmemory: the server's memory budget, in Redis' notation ("1gb", "512mb", bytes); "0"
+        means no limit.
+    maxmemory_policy: what the server does at the budget: one of `EVICTION_POLICIES`
+        ("volatile-lru", the default, evicts the least recently used key that has a TTL).
     binary: server executable; found by `find_server_binary()` when None.
     start_timeout: seconds to wait for PING to answer.
 
@@ -111,16 +127,26 @@ class EmbeddedRedis:
         appendonly: bool = True,
         *,
         appendfsync: str = "everysec",
+        maxmemory: str = "0",
+        maxmemory_policy: str = "volatile-lru",
         binary: Path | None = None,
         start_timeout: float = 10.0,
     ) -> None:
         if appendfsync not in _FSYNC_POLICIES:
             raise ValueError(f"appendfsync must be one of {_FSYNC_POLICIES}, got {appendfsync!r}")
+        if not _MEMORY.fullmatch(str(maxmemory)):
+            raise ValueError(f"maxmemory must be bytes or like '512mb', '1gb', got {maxmemory!r}")
+        if maxmemory_policy not in EVICTION_POLICIES:
+            raise ValueError(
+                f"maxmemory_policy must be one of {EVICTION_POLICIES}, got {maxmemory_policy!r}"
+            )
         if start_timeout <= 0:
             raise ValueError(f"start_timeout must be > 0, got {start_timeout!r}")
         self.data_dir = data_dir
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.maxmemory = str(maxmemory)
+        self.maxmemory_policy = maxmemory_policy
         self.binary = binary
         self.start_timeout = start_timeout
         self._process: subprocess.Popen[bytes] | None = None
@@ -255,6 +281,8 @@ class EmbeddedRedis:
             "--save", "",  # no RDB snapshots: the AOF (or nothing) is the persistence
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
+            "--maxmemory", self.maxmemory,
+            "--maxmemory-policy", self.maxmemory_policy,
         ]  # fmt: skip
 
     def _wait_ready(self, log_path: Path) -> None:

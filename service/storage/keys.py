@@ -42,6 +42,7 @@ class Keys:
     pred(id)     STRING features of a served prediction, kept for a late label (TTL)
     served(id)   STRING what was served for a prediction: probabilities, label, version, time (TTL)
     rate(d)      STRING a rate-limit source's theoretical arrival time (d: digest of the source)
+    ready        STRING the time of the last readiness probe's write (TTL: it may be evicted)
     """
 
     model: str
@@ -93,6 +94,10 @@ class Keys:
     @property
     def ops(self) -> str:
         return self.base + "ops"
+
+    @property
+    def ready(self) -> str:
+        return self.base + "ready"
 
     def archived(self, version: int) -> str:
         return f"{self.base}ckpt:v:{version}"

@@ -8,7 +8,10 @@ Several models in one deployment are several `ModelStorage` objects on the same 
 
 from __future__ import annotations
 
+import time
+
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from service.storage.checkpoint_store import CheckpointStore
 from service.storage.client import ping
@@ -16,6 +19,7 @@ from service.storage.event_stream import EventStream
 from service.storage.frequency_store import FrequencyStore
 from service.storage.keys import Keys
 from service.storage.prediction_store import PredictionStore
+from service.storage.redis_errors import describe_redis_error
 from service.storage.scripts import Scripts
 
 __all__ = ["ModelStorage"]
@@ -46,3 +50,15 @@ class ModelStorage:
     async def ping(self) -> bool:
         """True when Redis answers; False on any connection or server error."""
         return await ping(self.redis)
+
+    async def write_problem(self) -> str | None:
+        """None when Redis takes a write on this model's slot; else what stops it.
+
+        A PING answers on an out-of-memory server, a read-only replica and a cluster node
+        that lost the model's slot alike, while every write fails: readiness writes one small
+        key (with a TTL, so eviction may take it) under the model's hash tag instead."""
+        try:
+            await self.redis.set(self.keys.ready, repr(time.time()), px=60_000)
+        except (RedisError, OSError) as exc:
+            return describe_redis_error(exc)[1]
+        return None

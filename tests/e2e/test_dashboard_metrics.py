@@ -1,5 +1,5 @@
-"""The Grafana dashboard's queries find data: every series name it selects, and every label
-it groups by, is exported by a running service's /metrics.
+"""The Grafana dashboard's queries and the alert rules find data: every series name they
+select, and every label they group by, is exported by a running service's /metrics.
 
 tests/integration/test_deploy_files.py extracts the names from the dashboard's PromQL and
 checks them against the metric contract; this test checks them against the real app (real
@@ -18,9 +18,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.http.app import create_app
 from service.settings import Settings
-from tests.integration.test_deploy_files import dashboard_exprs, promql_metric_names
+from tests.integration.test_deploy_files import alert_exprs, dashboard_exprs, promql_metric_names
 
-_GROUPING = re.compile(r"\b(?:by|without)\s*\(([^()]*)\)")
+_GROUPING = re.compile(r"\b(?:by|without|on)\s*\(([^()]*)\)")
+# Labels Prometheus adds to every scraped series, and the metric it makes itself.
+_TARGET_LABELS = {"job", "instance", "le"}
+_PROMETHEUS_OWN = {"up"}
 
 
 def _events(n: int) -> list[dict[str, object]]:
@@ -88,16 +91,15 @@ async def test_every_dashboard_query_finds_exported_series(redis_url: str, tmp_p
         for sample in family.samples:
             labels_of[sample.name] |= set(sample.labels)
 
-    exprs = dashboard_exprs()
-    queried = set().union(*(promql_metric_names(e) for e in exprs))
-    assert len(queried) >= 20, queried  # the extraction itself found the dashboard's metrics
-    missing = sorted(queried - labels_of.keys())
-    assert not missing, f"queried by the dashboard but not exported by the service: {missing}"
-
-    for expr in exprs:
-        names = promql_metric_names(expr)
-        available = set().union(*(labels_of[n] for n in names))
-        for group in _GROUPING.findall(expr):
-            for label in (part.strip() for part in group.split(",")):
-                if label and label != "le":
-                    assert label in available, f"{expr}: no exported series has label {label!r}"
+    for what, exprs in (("dashboard", dashboard_exprs()), ("alert rules", alert_exprs())):
+        queried = set().union(*(promql_metric_names(e) for e in exprs)) - _PROMETHEUS_OWN
+        assert len(queried) >= 7, queried  # the extraction itself found the metrics
+        missing = sorted(queried - labels_of.keys())
+        assert not missing, f"queried by the {what} but not exported by the service: {missing}"
+        for expr in exprs:
+            names = promql_metric_names(expr) - _PROMETHEUS_OWN
+            available = set().union(*(labels_of[n] for n in names))
+            for group in _GROUPING.findall(expr):
+                for label in (part.strip() for part in group.split(",")):
+                    if label and label not in _TARGET_LABELS:
+                        assert label in available, f"{expr}: no exported series has {label!r}"

@@ -40,6 +40,19 @@ EXPECTED = {
     "streambalance_dead_letters_total",
     "http_requests_total",
     "http_request_duration_seconds_bucket",
+    # model state that grows with what clients send, bounded (issue 16 item 1)
+    "streambalance_checkpoint_bytes",
+    "streambalance_feature_names",
+    # Redis memory, read at the scrape (issue 16 item 2)
+    "streambalance_redis_used_memory_bytes",
+    "streambalance_redis_maxmemory_bytes",
+    "streambalance_redis_evicted_keys_total",
+    # prometheus_client's default collectors, on the app's own registry (issue 17 item 3)
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "python_info",
+    "python_gc_objects_collected_total",
 }
 
 
@@ -72,6 +85,12 @@ async def test_metrics_parse_and_pass_promtool(make_settings: Callable[..., Sett
     assert samples["streambalance_predictions_total"][0].value == 2
     frequency = {s.labels["class"]: s.value for s in samples["streambalance_class_frequency"]}
     assert abs(sum(frequency.values()) - 1.0) < 1e-9
+    # The embedded server's budget, as the settings gave it (1gb by default).
+    assert samples["streambalance_redis_maxmemory_bytes"][0].value == 2**30
+    assert samples["process_resident_memory_bytes"][0].value > 50 * 2**20
+    # amount, ip_risk, hour, mcc, card_present (fraud_stream's names): the estimate is exact
+    assert round(samples["streambalance_feature_names"][0].value) == 5
+    assert samples["streambalance_checkpoint_bytes"][0].value > 1000
 
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: apt-get install -y prometheus (Debian) provides it"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class _Charts(HTMLParser):
         super().__init__()
         self.charts: dict[str, dict[str, int]] = {}
         self.texts: dict[str, str] = {}
+        self.attrs: dict[str, dict[str, str | None]] = {}  # by element id
         self.signals: list[str] = []
         self.models: list[str] = []
         self._svg: str | None = None
@@ -62,6 +64,7 @@ class _Charts(HTMLParser):
             self.models.append(a["data-model"] or "")
         if a.get("id"):
             self._text_id = a["id"]
+            self.attrs[a["id"] or ""] = a
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "svg":
@@ -73,8 +76,8 @@ class _Charts(HTMLParser):
         self._text_id = None
 
 
-@pytest.fixture
-def live_url(tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def _serve(tmp_path: Path, **settings: str) -> Iterator[str]:
     port = _free_port()
     env = {
         **os.environ,
@@ -86,6 +89,7 @@ def live_url(tmp_path: Path) -> Iterator[str]:
         "STREAMBALANCE_STRATEGY": "rescaled",
         "STREAMBALANCE_SHADOWS": "weighted,logit_adjusted",
         "STREAMBALANCE_CHECKPOINT_EVERY_STEPS": "4",
+        **{f"STREAMBALANCE_{name.upper()}": value for name, value in settings.items()},
     }
     env.pop("REDIS_URL", None)
     process = subprocess.Popen(
@@ -101,6 +105,43 @@ def live_url(tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=60)
         if process.stderr:
             process.stderr.close()
+
+
+@pytest.fixture
+def live_url(tmp_path: Path) -> Iterator[str]:
+    with _serve(tmp_path) as url:
+        yield url
+
+
+KEY = "status-page-key-7f3a9c"
+
+
+@pytest.mark.slow
+def test_status_page_asks_for_the_key_when_reads_need_it(tmp_path: Path) -> None:
+    """Issue 18 / audit 13: with AUTH_READ_ROUTES on, the page shows a key form instead of
+    failing, and with the key (here from the URL fragment, which never reaches the server)
+    it sends X-API-Key and draws the model."""
+    with _serve(tmp_path, api_key=KEY, auth_read_routes="true") as url:
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            events = fraud_stream(200, fraud_rate=0.05, seed=3)
+            learned = client.post(
+                "/learn?wait=true", json={"events": events}, headers={"X-API-Key": KEY}
+            )
+            assert learned.status_code == 200, learned.text
+            assert client.get("/state").status_code == 401
+            state = client.get("/state", headers={"X-API-Key": KEY}).json()
+        keyless = _chromium(url + "/", tmp_path / "profile-a", "--dump-dom")
+        keyed = _chromium(url + "/#key=" + KEY, tmp_path / "profile-b", "--dump-dom")
+    assert keyless.returncode == 0 and keyed.returncode == 0, keyless.stderr[-2000:]
+    without, with_key = _Charts(), _Charts()
+    without.feed(keyless.stdout)
+    with_key.feed(keyed.stdout)
+    assert "hidden" not in without.attrs["key-form"], without.attrs.get("key-form")
+    assert "API key" in without.texts.get("error", ""), without.texts
+    assert without.texts.get("model-version") == "-"
+    assert "hidden" in with_key.attrs["key-form"], with_key.attrs.get("key-form")
+    assert with_key.texts.get("model-version") == str(state["model_version"])
+    assert KEY not in keyed.stdout  # the fragment is gone from the page's URL and DOM
 
 
 @pytest.mark.slow

@@ -18,11 +18,15 @@ from typing import Any
 import pytest
 import yaml
 
+from service.settings import Settings, SettingsError
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
+ALERTS = ROOT / "deploy" / "alerts.yml"
+ALERT_TESTS = ROOT / "deploy" / "alerts.test.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "streambalance.json"
 
@@ -38,6 +42,7 @@ COUNTERS = {
     "streambalance_drift_detections_total",
     "streambalance_dead_letters_total",
     "streambalance_production_scored_total",
+    "streambalance_redis_evicted_keys_total",
     "http_requests_total",
 }
 GAUGES = {
@@ -59,6 +64,10 @@ GAUGES = {
     "streambalance_production_precision",
     "streambalance_production_g_mean",
     "streambalance_production_pr_auc",
+    "streambalance_redis_used_memory_bytes",
+    "streambalance_redis_maxmemory_bytes",
+    "streambalance_checkpoint_bytes",
+    "streambalance_feature_names",
 }
 HISTOGRAMS = {
     "streambalance_learn_latency_seconds",
@@ -143,6 +152,12 @@ def dashboard_exprs() -> list[str]:
     return exprs
 
 
+def alert_exprs() -> list[str]:
+    """Every PromQL expression of deploy/alerts.yml."""
+    groups = _load_yaml(ALERTS)["groups"]
+    return [rule["expr"] for group in groups for rule in group["rules"]]
+
+
 def dashboard_metric_names() -> set[str]:
     """The set of series names the dashboard queries (used by the e2e test too)."""
     names: set[str] = set()
@@ -170,7 +185,7 @@ def _named_volume_sources(service: dict[str, Any]) -> list[str]:
     return sources
 
 
-def test_compose_redis_is_durable_and_healthchecked(compose: dict[str, Any]) -> None:
+def test_compose_redis_is_durable_bounded_and_healthchecked(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     assert re.match(r"(redis:7|valkey/valkey:)", redis["image"]), redis["image"]
     command = redis["command"]
@@ -178,6 +193,9 @@ def test_compose_redis_is_durable_and_healthchecked(compose: dict[str, Any]) -> 
     pairs = dict(zip(command, command[1:], strict=False))
     assert pairs.get("--appendonly") == "yes", command
     assert pairs.get("--appendfsync") == "everysec", command
+    # A memory budget whose policy evicts only keys with a TTL, as the embedded server's.
+    assert re.fullmatch(r"\$\{REDIS_MAXMEMORY:-1gb\}", pairs.get("--maxmemory", "")), command
+    assert pairs.get("--maxmemory-policy") == Settings().redis_maxmemory_policy, command
     health = redis["healthcheck"]
     test = " ".join(health["test"]) if isinstance(health["test"], list) else health["test"]
     assert "redis-cli" in test and "ping" in test, test
@@ -196,6 +214,56 @@ def test_compose_service_waits_for_healthy_redis(compose: dict[str, Any]) -> Non
     assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
     assert service["command"][:2] == ["streambalance", "serve"]
     assert "0.0.0.0" in service["command"]
+
+
+def test_compose_requires_an_api_key_and_publishes_on_loopback(compose: dict[str, Any]) -> None:
+    """Issue 18 item 12 / audit 13: the stack does not start without an API key, and every
+    published port listens on 127.0.0.1 unless BIND_ADDRESS says otherwise."""
+    env = compose["x-streambalance-env"]
+    assert re.fullmatch(
+        r"\$\{STREAMBALANCE_API_KEY:\?[^}]*init-env\.sh[^}]*\}", env["STREAMBALANCE_API_KEY"]
+    )
+    for name in ("streambalance", "worker"):
+        assert (
+            compose["services"][name]["environment"]["STREAMBALANCE_API_KEY"]
+            == (env["STREAMBALANCE_API_KEY"])
+        )
+    published = {
+        name: service["ports"]
+        for name, service in compose["services"].items()
+        if "ports" in service
+    }
+    assert set(published) == {"streambalance", "lb", "prometheus", "grafana"}, published
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("${BIND_ADDRESS:-127.0.0.1}:"), (name, port)
+
+
+def _init_env(target: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(ROOT / "deploy" / "init-env.sh"), str(target)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def test_init_env_writes_a_valid_key_once_and_the_service_needs_it(tmp_path: Path) -> None:
+    target = tmp_path / ".env"
+    first = _init_env(target)
+    assert first.returncode == 0, first.stderr
+    values = dict(line.split("=", 1) for line in target.read_text().splitlines() if "=" in line)
+    key = values["STREAMBALANCE_API_KEY"]
+    assert re.fullmatch(r"[0-9a-f]{48}", key), key
+    assert values["BIND_ADDRESS"] == "127.0.0.1"
+    assert target.stat().st_mode & 0o077 == 0, oct(target.stat().st_mode)  # owner only
+    again = _init_env(target)
+    assert again.returncode == 0 and "keeping it" in again.stdout
+    assert target.read_text().count("STREAMBALANCE_API_KEY=") == 1
+    # What the API container runs (`serve --host 0.0.0.0`) starts with the key, not without.
+    assert Settings(host="0.0.0.0", api_key=key).api_key is not None
+    with pytest.raises(SettingsError, match=r"STREAMBALANCE_HOST: '0.0.0.0' is reachable"):
+        Settings(host="0.0.0.0")
+    for path in (ROOT / ".gitignore", DOCKERIGNORE):
+        assert ".env" in path.read_text().split(), f"{path.name} must keep .env out"
 
 
 def test_compose_worker_runs_the_single_learner(compose: dict[str, Any]) -> None:
@@ -353,6 +421,63 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout + result.stderr
+
+
+def _promtool_run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_promtool(), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
+    checked = _promtool_run("check", "rules", str(ALERTS))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = _promtool_run("test", "rules", str(ALERT_TESTS))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout + tested.stderr
+
+
+def test_alert_rule_tests_fail_on_a_broken_rule(tmp_path: Path) -> None:
+    # Proves the unit tests can fail: the same rules with the 5xx threshold at 50%.
+    (tmp_path / "alerts.yml").write_text(
+        ALERTS.read_text(encoding="utf-8").replace("> 0.01", "> 0.5")
+    )
+    (tmp_path / "alerts.test.yml").write_text(ALERT_TESTS.read_text(encoding="utf-8"))
+    result = _promtool_run("test", "rules", str(tmp_path / "alerts.test.yml"))
+    assert result.returncode != 0, result.stdout
+    assert "StreambalanceHigh5xxRate" in result.stdout + result.stderr
+
+
+def test_every_alert_is_tested_firing_and_quiet_and_covers_the_issue() -> None:
+    alerts = {r["alert"] for g in _load_yaml(ALERTS)["groups"] for r in g["rules"]}
+    cases = [
+        (case["alertname"], bool(case["exp_alerts"]))
+        for test in _load_yaml(ALERT_TESTS)["tests"]
+        for case in test["alert_rule_test"]
+    ]
+    for alert in alerts:
+        assert (alert, True) in cases and (alert, False) in cases, alert
+    # Issue 17 item 3: drift, minority recall, learner lag, checkpoint age, dead letters,
+    # Redis memory near its limit, 5xx rate.
+    wanted = {"DriftDetected", "MinorityRecallLow", "LearnerLag", "CheckpointStale",
+              "DeadLetters", "RedisMemoryHigh", "High5xxRate"}  # fmt: skip
+    assert {f"Streambalance{w}" for w in wanted} <= alerts
+    for rule in (r for g in _load_yaml(ALERTS)["groups"] for r in g["rules"]):
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+
+
+def test_alert_rules_select_only_exported_metrics() -> None:
+    names = set().union(*(promql_metric_names(e) for e in alert_exprs()))
+    unknown = names - EXPORTED_SERIES - {"up"}
+    assert not unknown, f"alert rules select metrics the service does not export: {unknown}"
+
+
+def test_compose_prometheus_loads_the_alert_rules(compose: dict[str, Any]) -> None:
+    config = _load_yaml(PROMETHEUS)
+    assert config["rule_files"] == ["alerts.yml"]  # relative to the config file
+    volumes = compose["services"]["prometheus"]["volumes"]
+    assert "./deploy/alerts.yml:/etc/prometheus/alerts.yml:ro" in volumes
 
 
 def test_prometheus_scrapes_every_service_replica_every_5s() -> None:

@@ -117,9 +117,9 @@ def test_the_imports_of_python_examples_work(doc: Path) -> None:
     assert not missing, f"{doc.relative_to(ROOT)}: examples import what does not exist: {missing}"
 
 
-def _settings_table() -> dict[str, str]:
-    """README's configuration table: NAME -> the default cell, backticks removed."""
-    section = README.read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+def _settings_table(doc: Path, heading: str) -> dict[str, str]:
+    """The settings table under `heading` in `doc`: NAME -> the default cell, backticks removed."""
+    section = doc.read_text().split(heading, 1)[1].split("\n## ", 1)[0]
     rows: dict[str, str] = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -129,7 +129,7 @@ def _settings_table() -> dict[str, str]:
         defaults = [d.strip().strip("`") for d in cells[1].split(" / ")]
         assert len(names) == len(defaults), line
         for name, default in zip(names, defaults, strict=True):
-            assert name not in rows, f"{name} appears twice in the README's settings table"
+            assert name not in rows, f"{name} appears twice in {doc.name}'s settings table"
             rows[name] = default
     return rows
 
@@ -148,18 +148,31 @@ def _same(shown: str, actual: Any) -> bool:
     return bool(value == actual)
 
 
-def test_the_readme_settings_table_lists_every_setting_with_its_default() -> None:
-    table = _settings_table()
-    fields = {name.upper(): info for name, info in Settings.model_fields.items()}
-    assert sorted(table) == sorted(fields), (
-        f"missing from the README: {sorted(set(fields) - set(table))}; "
-        f"not settings: {sorted(set(table) - set(fields))}"
-    )
-    wrong = {
+def _wrong_defaults(table: dict[str, str], fields: dict[str, Any]) -> dict[str, Any]:
+    return {
         name: (shown, fields[name].default)
         for name, shown in table.items()
-        if not _same(shown, fields[name].default)
+        if name in fields and not _same(shown, fields[name].default)
     }
+
+
+def test_the_configuration_reference_lists_every_setting_with_its_default() -> None:
+    table = _settings_table(ROOT / "docs" / "configuration.md", "# Configuration reference")
+    fields = {name.upper(): info for name, info in Settings.model_fields.items()}
+    assert sorted(table) == sorted(fields), (
+        f"missing from docs/configuration.md: {sorted(set(fields) - set(table))}; "
+        f"not settings: {sorted(set(table) - set(fields))}"
+    )
+    wrong = _wrong_defaults(table, fields)
+    assert not wrong, f"docs/configuration.md defaults that differ from the code: {wrong}"
+
+
+def test_the_readme_settings_are_real_settings_with_their_defaults() -> None:
+    table = _settings_table(README, "## Configuration")
+    fields = {name.upper(): info for name, info in Settings.model_fields.items()}
+    assert len(table) >= 10, "the README shows the common settings"
+    assert set(table) <= set(fields), f"not settings: {sorted(set(table) - set(fields))}"
+    wrong = _wrong_defaults(table, fields)
     assert not wrong, f"README defaults that differ from service/settings.py: {wrong}"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.storage.embedded_server import EmbeddedRedis, EmbeddedRedisError
+from service.storage.embedded_server import EVICTION_POLICIES, EmbeddedRedis, EmbeddedRedisError
 
 
 def _alive(pid: int) -> bool:
@@ -47,6 +47,8 @@ def test_starts_on_a_unix_socket_with_aof_everysec_and_no_tcp() -> None:
         assert config["appendonly"] == "yes"
         assert config["appendfsync"] == "everysec"
         assert config["save"] == ""
+        assert config["maxmemory"] == "0"  # EmbeddedRedis' own default; the service sets one
+        assert config["maxmemory-policy"] == "volatile-lru"
         client.close()
         data_dir = server.socket_path.parent
         pid = server.pid
@@ -139,6 +141,8 @@ def test_the_server_never_outlives_its_parent(how: str, tmp_path: Path) -> None:
     [
         ({"appendfsync": "sometimes"}, "appendfsync must be one of"),
         ({"start_timeout": 0}, "start_timeout must be > 0, got 0"),
+        ({"maxmemory": "lots"}, "maxmemory must be bytes or like"),
+        ({"maxmemory_policy": "allkeys-lru"}, "maxmemory_policy must be one of"),
     ],
 )
 def test_bad_settings_are_rejected(kwargs: dict, message: str) -> None:
@@ -149,3 +153,21 @@ def test_bad_settings_are_rejected(kwargs: dict, message: str) -> None:
 def test_url_before_start_is_an_error() -> None:
     with pytest.raises(EmbeddedRedisError, match="not running"):
         _ = EmbeddedRedis().url
+
+
+def test_the_memory_budget_reaches_the_server(tmp_path: Path) -> None:
+    with EmbeddedRedis(data_dir=tmp_path, maxmemory="64MB", maxmemory_policy="volatile-ttl") as s:
+        client = redis.Redis.from_url(s.url, decode_responses=True)
+        config = client.config_get("maxmemory*")
+        client.close()
+    assert config["maxmemory"] == str(64 * 2**20) and config["maxmemory-policy"] == "volatile-ttl"
+
+
+def test_the_settings_offer_exactly_the_policies_that_spare_durable_keys() -> None:
+    from typing import get_args
+
+    from service.settings import Settings
+
+    offered = get_args(Settings.model_fields["redis_maxmemory_policy"].annotation)
+    assert offered == EVICTION_POLICIES
+    assert not [p for p in offered if p.startswith("allkeys")]

@@ -3,13 +3,14 @@ routes are configurable; the key never appears in logs or metrics."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 
 import httpx
 import pytest
 
 from service.settings import Settings
-from tests.reliability.conftest import Proc, running
+from tests.reliability.conftest import BIN, Proc, running, service_env
 
 KEY = "sb-test-key-6a1f0c93d2e4"
 EVENT = {"id": "auth-1", "features": {"amount": 20.0, "mcc": "5411"}, "label": "legit"}
@@ -115,3 +116,31 @@ async def test_read_routes_stay_open_by_default(
     assert (predict.status_code, state.status_code, metrics.status_code) == (200, 200, 200)
     assert 'streambalance_events_rejected_total{reason="unauthorized"} 1.0' in metrics.text
     assert KEY not in metrics.text
+
+
+async def test_a_header_with_non_ascii_bytes_is_a_401_and_an_ascii_key_matches(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Audit finding 19: keys are printable ASCII (checked at start-up), and the header's raw
+    bytes are compared with them, so a stray non-ASCII byte is a plain 401, never a 500."""
+    async with running(make_settings(api_key=KEY)) as (_, client):
+        wrong = await client.post(
+            "/learn", json=EVENT, headers={"X-API-Key": "clé-secrète-2026".encode()}
+        )
+        latin1 = await client.post("/learn", json=EVENT, headers={"X-API-Key": b"\xe9" * 12})
+        right = await client.post("/learn", json=EVENT, headers={"X-API-Key": KEY.encode()})
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "X-API-Key: wrong key"
+    assert latin1.status_code == 401, latin1.text
+    assert right.status_code == 202, right.text
+
+
+def test_serve_refuses_a_public_address_without_a_key(tmp_path) -> None:
+    """Audit 13: `serve --host 0.0.0.0` with no API key stops at start-up, naming the setting
+    (tests/integration/test_settings.py checks that a key or the opt-out lets it through)."""
+    env = service_env(None, tmp_path / "data")
+    refused = subprocess.run(
+        [str(BIN), "serve", "--host", "0.0.0.0"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "invalid setting STREAMBALANCE_HOST: '0.0.0.0' is reachable" in refused.stderr

@@ -1,11 +1,17 @@
-"""Issue 6 §6 (explicit cases): malformed, hostile and boundary input never yields a 5xx;
-a bad field gets a 422 that names it; afterwards the model is finite and /state consistent."""
+"""Issue 6 §6 and issue 18 (audit findings 8, 9, 18; its T2): malformed, hostile and boundary
+input never yields a 5xx; a bad field gets a 422 that names it; afterwards the model is finite
+and /state consistent. The audit's cases are here: integers too long for a float (or for
+Python's int parser) in a query, lone UTF-16 surrogates (`\\ud800`) in keys and values,
+integer ids past the id limit, overlong feature names and values, and timestamps far in the
+past or the future."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
+import httpx
 import orjson
 import pytest
 
@@ -13,6 +19,7 @@ from service.settings import Settings
 from tests.reliability.conftest import running
 
 OK = {"amount": 12.5, "mcc": "5411"}
+NOW = time.time()
 
 
 def _deep(depth: int) -> str:
@@ -68,8 +75,15 @@ CASES: list[tuple[str, str, str | bytes, set[int], str | None]] = [
         "huge string value",
         "/learn",
         orjson.dumps({"features": {"note": "x" * 500_000}, "label": 0}),
-        {202, 413, 422},
-        None,
+        {422},
+        "features.note",
+    ),
+    (
+        "string value past the value limit",
+        "/learn",
+        orjson.dumps({"features": {"note": "x" * 1025}, "label": 0}),
+        {422},
+        "features.note",
     ),
     (
         "huge id",
@@ -82,7 +96,98 @@ CASES: list[tuple[str, str, str | bytes, set[int], str | None]] = [
         "huge feature name",
         "/learn",
         orjson.dumps({"features": {"k" * 100_000: 1.0}, "label": 0}),
-        {202, 422},
+        {422},
+        "features.kkkk",
+    ),
+    (
+        "feature name past the name limit",
+        "/learn",
+        orjson.dumps({"events": [{"features": {"n" * 257: 1.0}, "label": 0}]}),
+        {422},
+        "events[0].features.nnnn",
+    ),
+    (
+        "integer id of 3000 digits",
+        "/learn",
+        '{"id": ' + "7" * 3000 + ', "features": {"a": 1}, "label": 0}',
+        {422},
+        "id",
+    ),
+    (
+        "lone surrogate as a feature name",
+        "/learn",
+        '{"features": {"\\ud800": "x"}, "label": "legit"}',
+        {422},
+        "features",
+    ),
+    (
+        "lone surrogate as a feature value",
+        "/learn",
+        '{"features": {"a": "\\udc00"}, "label": "legit"}',
+        {422},
+        "features.a",
+    ),
+    (
+        "lone surrogate in an id",
+        "/learn",
+        '{"events": [{"id": "tx-\\ud800", "features": {"a": 1}, "label": 0}]}',
+        {422},
+        "events[0].id",
+    ),
+    (
+        "lone surrogate in a prediction id",
+        "/learn",
+        '{"prediction_id": "\\udfff", "label": 0}',
+        {422},
+        "prediction_id",
+    ),
+    (
+        "lone surrogate in a label",
+        "/learn",
+        '{"features": {"a": 1}, "label": "fr\\ud800aud"}',
+        {422},
+        "label",
+    ),
+    (
+        "timestamp 1e300",
+        "/learn",
+        '{"features": {"a": 1}, "label": 0, "timestamp": 1e300}',
+        {422},
+        "timestamp",
+    ),
+    (
+        "timestamp -1e12",
+        "/learn",
+        '{"features": {"a": 1}, "label": 0, "timestamp": -1e12}',
+        {422},
+        "timestamp",
+    ),
+    (
+        "timestamp in the year 9999",
+        "/learn",
+        '{"features": {"a": 1}, "label": 0, "timestamp": "9999-12-31T23:59:59"}',
+        {422},
+        "timestamp",
+    ),
+    (
+        "timestamp an hour ahead",
+        "/learn",
+        orjson.dumps(
+            {
+                "events": [
+                    {"features": {"a": 1}, "label": 0, "timestamp": NOW},
+                    {"features": {"a": 1}, "label": 0, "timestamp": NOW + 3600},
+                ]
+            }
+        ),
+        {422},
+        "events[1].timestamp",
+    ),
+    (
+        "timestamp a minute ago (accepted)",
+        "/learn",
+        orjson.dumps({"features": {"a": 1}, "label": 0, "timestamp": NOW - 60}),
+        {202},
         None,
     ),
     (
@@ -178,6 +283,27 @@ CASES: list[tuple[str, str, str | bytes, set[int], str | None]] = [
         None,
     ),
     (
+        "predict lone surrogate as a feature name",
+        "/predict",
+        '{"events": [{"features": {"\\ud800": 1.5}}]}',
+        {422},
+        "events[0].features",
+    ),
+    (
+        "predict lone surrogate as a feature value",
+        "/predict",
+        '{"events": [{"features": {"a": 1}}, {"features": {"mcc": "\\udc00"}}]}',
+        {422},
+        "events[1].features.mcc",
+    ),
+    (
+        "predict feature name past the name limit",
+        "/predict",
+        orjson.dumps({"events": [{"features": {"n" * 300: 1}}]}),
+        {422},
+        "events[0].features.nnnn",
+    ),
+    (
         "predict deep nesting",
         "/predict",
         '{"events": [{"features": {"a": ' + _deep(3000) + "}}]}",
@@ -185,12 +311,18 @@ CASES: list[tuple[str, str, str | bytes, set[int], str | None]] = [
         None,
     ),
 ]
-GET_CASES: list[tuple[str, dict[str, str], set[int]]] = [
-    ("GET nan", {"amount": "nan"}, {200, 422}),
-    ("GET inf", {"amount": "1e999"}, {422}),
-    ("GET 1e308", {"amount": "1e308"}, {200, 422}),
-    ("GET huge value", {"note": "z" * 20_000}, {200, 414, 422, 431}),
-    ("GET 2000 params", {f"p{i}": "1" for i in range(2000)}, {422, 414, 431}),
+# (name, raw query string, allowed statuses, text the 422 detail must contain)
+GET_CASES: list[tuple[str, str, set[int], str | None]] = [
+    ("GET nan", "amount=nan", {200, 422}, None),
+    ("GET inf", "amount=1e999", {422}, "query.amount"),
+    ("GET 1e308", "amount=1e308", {200, 422}, None),
+    ("GET 400-digit integer", "amount=" + "9" * 400, {422}, "query.amount"),
+    ("GET 5000-digit integer", "amount=" + "9" * 5000, {422}, "query.amount"),
+    ("GET huge value", "note=" + "z" * 20_000, {414, 422, 431}, "query.note"),
+    ("GET value past the value limit", "note=" + "z" * 1025, {422}, "query.note"),
+    ("GET name past the name limit", "n" * 257 + "=1", {422}, "query.nnnn"),
+    ("GET lone surrogate as a name (UTF-8 of U+D800)", "%ED%A0%80=1", {200, 422}, None),
+    ("GET 2000 params", "&".join(f"p{i}=1" for i in range(2000)), {422, 414, 431}, None),
 ]
 
 
@@ -230,13 +362,20 @@ async def test_hostile_input_never_5xx_and_names_the_field(
                 )
             elif response.status_code == 422 and field and field not in str(detail):
                 problems.append(f"{name}: 422 detail does not name {field!r}: {detail!r}")
-        for name, params, allowed in GET_CASES:
-            response = await client.get("/predict", params=params)
-            seen.append((name, response.status_code, ""))
+        for name, query, allowed, field in GET_CASES:
+            try:
+                response = await client.get("/predict?" + query)
+            except Exception as exc:  # the app itself raised: as bad as a 500
+                problems.append(f"{name}: raised {type(exc).__name__}: {exc}")
+                continue
+            detail = response.json().get("detail", "") if response.status_code == 422 else ""
+            seen.append((name, response.status_code, str(detail)[:80]))
             if response.status_code not in allowed:
                 problems.append(
                     f"{name}: {response.status_code} not in {allowed}: {response.text[:120]}"
                 )
+            elif response.status_code == 422 and field and field not in str(detail):
+                problems.append(f"{name}: 422 detail does not name {field!r}: {detail!r}")
         # Then the service still learns and serves sane numbers.
         good = await client.post("/learn?wait=true", json={"events": [
             {"features": {"amount": 900.0, "mcc": "5732"}, "label": "fraud"},
@@ -268,3 +407,50 @@ async def test_hostile_input_never_5xx_and_names_the_field(
         f"{len(problems)} problems over {len(seen)} cases (statuses {codes}):\n"
         + "\n".join(problems)
     )
+
+
+async def test_a_future_timestamp_in_the_stream_cannot_stop_time_decay(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Audit finding 8, the learner's side: an entry stamped in the far future that reached
+    the stream anyway (another producer, an older version) is clamped to now + skew, so the
+    EMA's last_time never passes it and later events still decay the old evidence."""
+    skew = 300.0
+    settings = make_settings(time_half_life=3600.0, timestamp_max_skew_s=skew)
+    async with running(settings) as (app, client):
+        redis = app.state.runtime.redis
+        keys = app.state.runtime.storage.keys
+        poisoned = [{"features": {"amount": 1.0}, "label": 0, "timestamp": 1e12}]
+        await redis.xadd(keys.events, {"e": orjson.dumps(poisoned)})
+        response = await client.post(
+            "/learn?wait=true",
+            json={"features": {"amount": 2.0}, "label": "fraud", "timestamp": time.time()},
+        )
+        assert response.status_code == 200, response.text
+        last_time = float(await redis.hget(keys.ema, "last_time"))
+        trainer_state = app.state.runtime.served.trainer.estimator.state_dict()
+    ceiling = time.time() + skew
+    assert last_time <= ceiling, f"EMA last_time {last_time:.0f} passed now + skew {ceiling:.0f}"
+    assert trainer_state["last_time"] <= ceiling, trainer_state
+
+
+async def test_a_feature_error_past_the_validators_is_a_422_naming_the_field(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Audit finding 9's backstop: if the featurizer refuses what validation let through, the
+    client still gets a JSON 422 that names the feature, not a 500."""
+    from models.features import FeatureError
+    from service.http.app import create_app
+
+    app = create_app(make_settings())
+
+    @app.get("/test-feature-error")
+    async def _raise() -> None:
+        raise FeatureError("amount", "integer too large for a float")
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sb"
+    ) as client:
+        response = await client.get("/test-feature-error")
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == "features.amount: integer too large for a float"

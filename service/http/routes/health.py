@@ -1,4 +1,4 @@
-"""GET /healthz (alive, no dependencies) and GET /readyz (Redis reachable and model loaded)."""
+"""GET /healthz (alive, no dependencies) and GET /readyz (model loaded, Redis takes writes)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ async def readyz(request: Request) -> ORJSONResponse:
         raise NotReady("service: starting up")
     if rt.served.trainer is None:
         raise NotReady("model: not loaded yet")
-    if not await rt.storage.ping():
-        raise NotReady("redis: not reachable")
+    problem = await rt.storage.write_problem()
+    if problem is not None:
+        raise NotReady(f"redis: {problem}")
     return ORJSONResponse({"status": "ready", "model_version": rt.served.model_version})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.exceptions import RedisError
 
 from service.http.deps import ReadKey
 
@@ -18,11 +17,5 @@ async def metrics(request: Request) -> Response:
     app_metrics = request.app.state.metrics
     rt = request.app.state.runtime
     if rt is not None:
-        # The two numbers that need Redis are read here, so a scrape is the only cost.
-        try:
-            lag = await rt.stream_lag()
-            app_metrics.stream_lag.set(lag)
-            app_metrics.dead_letters = await rt.storage.stream.dead_letters()
-        except (RedisError, OSError):
-            pass  # a scrape still answers with what the process knows
+        await rt.refresh_gauges()  # the numbers that need Redis: a scrape is the only cost
     return Response(app_metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -84,7 +84,9 @@ async def predict_one(request: Request) -> ORJSONResponse:
     started = time.perf_counter()
     check_key(request, read=True)
     rt = runtime_of(request)
-    features = query_features(request.query_params.multi_items(), rt.settings.max_features)
+    features = query_features(
+        request.query_params.multi_items(), rt.settings.max_features, request.app.state.validation
+    )
     out = await _predict(rt, [features])
     rt.metrics.predict_latency.labels("get").observe(time.perf_counter() - started)
     return ORJSONResponse(out[0])

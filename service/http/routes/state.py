@@ -49,5 +49,7 @@ async def state(rt: Rt) -> ORJSONResponse:
         "stream_lag": lag,
         "prequential": view["quality"],
         "production": view["production"],  # served predictions scored by late labels
+        "feature_names": round(view["feature_names"]),  # distinct, estimated
+        "checkpoint_bytes": view["checkpoint_bytes"],
     }
     return ORJSONResponse(body)
